@@ -1,0 +1,41 @@
+"""The web app factory: a read-only Flask app over the published snapshot.
+
+It opens no connection at import or creation time; the reader connects
+lazily, per worker and thread. The write side (warm, publisher, lastfm,
+members) is never imported by serving requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Flask
+
+from app.reader import SnapshotReader
+from app.settings import Settings
+from app.settings import load_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Listens:
+    """What the app keeps in app.extensions["listens"]."""
+
+    settings: Settings
+    reader: SnapshotReader
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from settings (default: the environment)."""
+    app = Flask(__name__)
+    settings = settings if settings is not None else load_settings()
+    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s)
+    app.extensions["listens"] = Listens(settings, reader)
+
+    from app import cli
+    from app import errors
+    from app import views
+
+    views.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    return app

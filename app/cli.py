@@ -1,0 +1,188 @@
+"""The `users` and `listens` command groups: thin wrappers over the library.
+
+Write-side modules are imported inside the command bodies, so serving web
+requests never loads them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import timezone
+
+import click
+from flask import Flask
+from flask import current_app
+from flask.cli import AppGroup
+
+users = AppGroup("users", help="Manage the members whose listens are shown.")
+listens = AppGroup("listens", help="Operate the listens cache: status, warm, purge-legacy.")
+
+
+class ConfigError(click.ClickException):
+    """Raised for bad configuration; exits 2 like the warm script."""
+
+    exit_code = 2
+
+
+def _settings():
+    return current_app.extensions["listens"].settings
+
+
+def _open_members():
+    from app import members
+
+    try:
+        return members.connect(_settings().database)
+    except members.DatabaseError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _members_call(function, *args, **kwargs):
+    from app import members
+
+    connection = _open_members()
+    try:
+        return function(connection, *args, **kwargs)
+    except members.MembersError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        connection.close()
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--lastfm", "lastfm_username", required=True, help="The member's Last.fm username.")
+@click.option("--private", is_flag=True, help="Add the member without showing their listens.")
+def users_add(name: str, lastfm_username: str, private: bool) -> None:
+    """Add member NAME linked to a Last.fm account."""
+    from app import members
+
+    member = _members_call(members.add_member, name, lastfm_username, public=not private, now=datetime.now(timezone.utc))
+    visibility = "public" if member.public else "private"
+    click.echo(f"added {member.username} (Last.fm {member.lastfm_username}, {visibility})")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List members, their Last.fm names, visibility and last known track."""
+    from app import members
+
+    rows = _members_call(members.list_members)
+    if not rows:
+        click.echo("no members; add one with 'flask --app app users add NAME --lastfm LASTFM_NAME'")
+        return
+    for member in rows:
+        track = member.last_track
+        known = f"{track.artist} - {track.track}" if track is not None else "-"
+        visibility = "public" if member.public else "private"
+        click.echo(f"{member.username}\t{member.lastfm_username}\t{visibility}\t{member.lastfm_status}\t{known}")
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Remove member NAME and forget their last known track."""
+    from app import members
+
+    _members_call(members.remove_member, name)
+    click.echo(f"removed {name}; they disappear from the page on the next warm run")
+
+
+@users.command("set-visibility")
+@click.argument("name")
+@click.argument("visibility", type=click.Choice(["public", "private"]))
+def users_set_visibility(name: str, visibility: str) -> None:
+    """Show (public) or hide (private) member NAME's listens."""
+    from app import members
+
+    member = _members_call(members.set_visibility, name, visibility == "public")
+    click.echo(f"{member.username} is now {visibility}; the page follows on the next warm run")
+
+
+@users.command("set-lastfm")
+@click.argument("name")
+@click.argument("lastfm_username")
+def users_set_lastfm(name: str, lastfm_username: str) -> None:
+    """Link member NAME to another Last.fm account."""
+    from app import members
+
+    member = _members_call(members.set_lastfm_username, name, lastfm_username)
+    click.echo(f"{member.username} is now linked to Last.fm {member.lastfm_username}")
+
+
+@listens.command("status")
+def listens_status() -> None:
+    """Show the published snapshot's state; exit 1 unless it is fresh or empty."""
+    from app import cache
+    from app import members
+    from app.snapshot import State
+    from app.snapshot import legacy_keys
+    from app.snapshot import pointer_key
+
+    settings = _settings()
+    now = datetime.now(timezone.utc)
+    reading = current_app.extensions["listens"].reader.read(now)
+    snapshot = reading.snapshot
+    lines = [
+        ("state", reading.state.value),
+        ("memcached", ",".join(settings.memcached_servers) + (" reachable" if reading.reachable else " UNREACHABLE")),
+        ("pointer", pointer_key(settings.key_prefix)),
+        ("generation", str(reading.generation) if snapshot is not None else "-"),
+        ("last updated", snapshot.last_updated.isoformat() if snapshot is not None else "-"),
+        ("age", f"{reading.age_s:.0f} s" if reading.age_s is not None else "-"),
+        ("tracks", str(len(snapshot.tracks)) if snapshot is not None else "-"),
+    ]
+    if reading.reachable:
+        client = cache.connect(settings.memcached_servers)
+        try:
+            present = [key for key in legacy_keys(settings.key_prefix) if cache.confirmed_get(client, key) is not None]
+            lines.append(("legacy keys", ", ".join(present) + " (remove with 'listens purge-legacy')" if present else "none"))
+        except cache.CacheUnavailableError as error:
+            lines.append(("legacy keys", f"unknown ({error})"))
+    if settings.database.exists():
+        connection = members.connect(settings.database)
+        try:
+            run = members.last_run(connection)
+        finally:
+            connection.close()
+        lines.append(("last run", f"{run['finished_at']} {run['summary']}" if run is not None else "none recorded"))
+    for label, value in lines:
+        click.echo(f"{label + ':':<14}{value}")
+    if reading.state not in (State.FRESH, State.EMPTY):
+        raise SystemExit(1)
+
+
+@listens.command("warm")
+def listens_warm() -> None:
+    """Run one warm cycle now: the same job the systemd timer runs."""
+    from app import warm
+    from app.settings import SettingsError
+
+    settings = _settings()
+    try:
+        settings.require_lastfm_key()
+    except SettingsError as error:
+        raise ConfigError(str(error)) from None
+    result = warm.run(settings)
+    click.echo(result.summary())
+    raise SystemExit(result.exit_code)
+
+
+@listens.command("purge-legacy")
+def listens_purge_legacy() -> None:
+    """Delete the old system's cache keys (never read as data)."""
+    from app import cache
+    from app import publisher
+
+    settings = _settings()
+    client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
+    try:
+        deleted = publisher.purge_legacy_keys(client, settings.key_prefix)
+    except publisher.PublishError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"deleted {', '.join(deleted)}" if deleted else "no legacy keys found")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(listens)

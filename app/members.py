@@ -1,0 +1,273 @@
+"""The members store: members, their Last.fm names and last known tracks, in SQLite.
+
+It is used by the warm job and the CLI on the warm host only; the web process
+never opens the database. Every function takes an open sqlite3 connection and
+either commits a whole change or raises without changing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from app.snapshot import Track
+from app.snapshot import format_time
+from app.snapshot import parse_time
+
+logger = logging.getLogger(__name__)
+
+# A Last.fm username is 1-15 letters, digits, "_" or "-". New accounts start
+# with a letter and have at least 2 characters; older ones may not.
+LASTFM_USERNAME = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
+SITE_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS members (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    lastfm_username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    public INTEGER NOT NULL DEFAULT 1 CHECK (public IN (0, 1)),
+    lastfm_status TEXT NOT NULL DEFAULT 'unknown',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS last_tracks (
+    member_id INTEGER PRIMARY KEY REFERENCES members (id) ON DELETE CASCADE,
+    artist TEXT NOT NULL,
+    album TEXT NOT NULL,
+    track TEXT NOT NULL,
+    url TEXT NOT NULL,
+    image TEXT NOT NULL,
+    played_at TEXT,
+    now_playing INTEGER NOT NULL,
+    fetched_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    generation INTEGER PRIMARY KEY,
+    finished_at TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    summary TEXT NOT NULL
+);
+"""
+
+# How many run summaries to keep for `listens status`.
+RUNS_KEPT = 50
+
+
+class MembersError(Exception):
+    """Raised when a members change is invalid; nothing has been changed."""
+
+
+class DatabaseError(Exception):
+    """Raised when the members database cannot be opened or created."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A site member with a linked Last.fm account."""
+
+    id: int
+    username: str
+    lastfm_username: str
+    public: bool
+    lastfm_status: str
+    last_track: Track | None = None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (and create, with its folder) the members database at path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=10, isolation_level=None)
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.executescript(SCHEMA)
+    except (OSError, sqlite3.Error) as error:
+        raise DatabaseError(
+            f"cannot open the members database {str(path)!r}: {error}; check LISTENS_DATABASE and its folder's permissions"
+        ) from error
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+def validate_username(username: str) -> str:
+    """Return username if it is a valid site member name; raise MembersError otherwise."""
+    if not SITE_USERNAME.match(username):
+        raise MembersError(
+            f"{username!r} is not a valid member name; use 1-30 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return username
+
+
+def validate_lastfm_username(lastfm_username: str) -> str:
+    """Return lastfm_username if Last.fm could have issued it; raise MembersError otherwise."""
+    if not LASTFM_USERNAME.match(lastfm_username):
+        raise MembersError(
+            f"{lastfm_username!r} is not a valid Last.fm username; expected 1-15 letters, digits, '_' or '-'"
+        )
+    return lastfm_username
+
+
+def _find(connection: sqlite3.Connection, username: str) -> sqlite3.Row:
+    row = connection.execute("SELECT * FROM members WHERE username = ?", (username,)).fetchone()
+    if row is None:
+        raise MembersError(f"no member named {username!r}; see 'flask --app app users list'")
+    return row
+
+
+def add_member(connection: sqlite3.Connection, username: str, lastfm_username: str, *, public: bool, now: datetime) -> Member:
+    """Add a member; raise MembersError for an invalid name or a duplicate."""
+    validate_username(username)
+    validate_lastfm_username(lastfm_username)
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        existing = connection.execute(
+            "SELECT username, lastfm_username FROM members WHERE username = ? OR lastfm_username = ?",
+            (username, lastfm_username),
+        ).fetchone()
+        if existing is not None:
+            if existing["username"].lower() == username.lower():
+                raise MembersError(f"a member named {existing['username']!r} already exists")
+            raise MembersError(
+                f"Last.fm user {lastfm_username!r} is already linked to member {existing['username']!r}"
+            )
+        cursor = connection.execute(
+            "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, ?, ?)",
+            (username, lastfm_username, int(public), format_time(now)),
+        )
+    return Member(cursor.lastrowid, username, lastfm_username, public, "unknown")
+
+
+def remove_member(connection: sqlite3.Connection, username: str) -> None:
+    """Remove a member and their last known track; raise MembersError if unknown."""
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        row = _find(connection, username)
+        connection.execute("DELETE FROM members WHERE id = ?", (row["id"],))
+
+
+def set_visibility(connection: sqlite3.Connection, username: str, public: bool) -> Member:
+    """Make a member public or private; going private forgets their last known track."""
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        row = _find(connection, username)
+        connection.execute("UPDATE members SET public = ? WHERE id = ?", (int(public), row["id"]))
+        if not public:
+            connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (row["id"],))
+    return Member(row["id"], row["username"], row["lastfm_username"], public, row["lastfm_status"])
+
+
+def set_lastfm_username(connection: sqlite3.Connection, username: str, lastfm_username: str) -> Member:
+    """Link a member to another Last.fm account; the old account's track is forgotten."""
+    validate_lastfm_username(lastfm_username)
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        row = _find(connection, username)
+        other = connection.execute(
+            "SELECT username FROM members WHERE lastfm_username = ? AND id != ?", (lastfm_username, row["id"])
+        ).fetchone()
+        if other is not None:
+            raise MembersError(f"Last.fm user {lastfm_username!r} is already linked to member {other['username']!r}")
+        connection.execute(
+            "UPDATE members SET lastfm_username = ?, lastfm_status = 'unknown' WHERE id = ?", (lastfm_username, row["id"])
+        )
+        connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (row["id"],))
+    return Member(row["id"], row["username"], lastfm_username, bool(row["public"]), "unknown")
+
+
+def _track_from_row(row: sqlite3.Row) -> Track | None:
+    if row["fetched_at"] is None:
+        return None
+    return Track(
+        username=row["username"],
+        lastfm_username=row["lastfm_username"],
+        artist=row["artist"],
+        album=row["album"],
+        track=row["track"],
+        url=row["url"],
+        image=row["image"],
+        played_at=parse_time(row["played_at"]) if row["played_at"] is not None else None,
+        now_playing=bool(row["now_playing"]),
+        fetched_at=parse_time(row["fetched_at"]),
+    )
+
+
+def list_members(connection: sqlite3.Connection, *, public_only: bool = False) -> list[Member]:
+    """Return members by username, each with their last known track."""
+    rows = connection.execute(
+        "SELECT m.*, t.artist, t.album, t.track, t.url, t.image, t.played_at, t.now_playing, t.fetched_at"
+        " FROM members m LEFT JOIN last_tracks t ON t.member_id = m.id"
+        + (" WHERE m.public = 1" if public_only else "")
+        + " ORDER BY m.username COLLATE NOCASE"
+    ).fetchall()
+    return [
+        Member(row["id"], row["username"], row["lastfm_username"], bool(row["public"]), row["lastfm_status"], _track_from_row(row))
+        for row in rows
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchOutcome:
+    """What one run learned about one member: a new track, no scrobbles, or gone."""
+
+    member_id: int
+    status: str  # "ok", "not_found" or "private"
+    track: Track | None
+
+
+def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutcome]) -> None:
+    """Store a run's successful fetches and permanent failures in one transaction.
+
+    A member who was removed or made private while the run was fetching is
+    skipped, so a run never brings back data the member asked to hide.
+    """
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        for outcome in outcomes:
+            visible = connection.execute(
+                "SELECT 1 FROM members WHERE id = ? AND public = 1", (outcome.member_id,)
+            ).fetchone()
+            if visible is None:
+                continue
+            connection.execute("UPDATE members SET lastfm_status = ? WHERE id = ?", (outcome.status, outcome.member_id))
+            if outcome.track is None:
+                connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (outcome.member_id,))
+                continue
+            track = outcome.track
+            connection.execute(
+                "INSERT OR REPLACE INTO last_tracks"
+                " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    outcome.member_id,
+                    track.artist,
+                    track.album,
+                    track.track,
+                    track.url,
+                    track.image,
+                    format_time(track.played_at) if track.played_at is not None else None,
+                    int(track.now_playing),
+                    format_time(track.fetched_at),
+                ),
+            )
+
+
+def record_run(connection: sqlite3.Connection, generation: int, finished_at: datetime, exit_code: int, summary: str) -> None:
+    """Keep a run's summary line for `listens status`, pruning old ones."""
+    with connection:
+        connection.execute(
+            "INSERT OR REPLACE INTO runs (generation, finished_at, exit_code, summary) VALUES (?, ?, ?, ?)",
+            (generation, format_time(finished_at), exit_code, summary),
+        )
+        connection.execute(
+            "DELETE FROM runs WHERE generation NOT IN (SELECT generation FROM runs ORDER BY generation DESC LIMIT ?)",
+            (RUNS_KEPT,),
+        )
+
+
+def last_run(connection: sqlite3.Connection) -> sqlite3.Row | None:
+    return connection.execute("SELECT * FROM runs ORDER BY generation DESC LIMIT 1").fetchone()

@@ -1,0 +1,152 @@
+"""The read-only snapshot reader used by the web process: it never writes to memcached.
+
+Per request it reads the pointer, reuses the snapshot it already parsed for
+that generation, or fetches and validates it, falling back to the previous
+generation when the current one was evicted or is invalid (DESIGN §3, read).
+Every cache failure becomes the `unavailable` state; it never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from app import cache
+from app.snapshot import Pointer
+from app.snapshot import Snapshot
+from app.snapshot import SnapshotInvalidError
+from app.snapshot import State
+from app.snapshot import decode_pointer
+from app.snapshot import decode_snapshot
+from app.snapshot import pointer_key
+from app.snapshot import snapshot_key
+
+logger = logging.getLogger(__name__)
+
+# The same broken key is reported again at most this often, so an invalid
+# value under heavy traffic does not flood the log.
+WARNING_INTERVAL_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What one read found: the state, and the snapshot shown in it (if any)."""
+
+    state: State
+    snapshot: Snapshot | None = None
+    age_s: float | None = None
+    reachable: bool = True
+    reason: str = ""
+
+    @property
+    def generation(self) -> int | None:
+        return self.snapshot.generation if self.snapshot is not None else None
+
+
+class SnapshotReader:
+    """Read the current snapshot from memcached, one client per thread, memo per generation."""
+
+    def __init__(
+        self,
+        servers: tuple[str, ...],
+        prefix: str,
+        fresh_s: int,
+        *,
+        connect: Callable[[tuple[str, ...]], object] = cache.connect,
+    ) -> None:
+        self._servers = servers
+        self._prefix = prefix
+        self._fresh_s = fresh_s
+        self._connect = connect
+        self._local = threading.local()
+        # generation -> parsed snapshot; at most the current and the previous.
+        self._memo: dict[int, Snapshot] = {}
+        self._warned: dict[tuple[str, str], float] = {}
+
+    def _client(self):
+        local = self._local
+        # A client must never cross a fork (gunicorn workers) or a thread.
+        if getattr(local, "pid", None) != os.getpid() or local.client is None:
+            local.client = self._connect(self._servers)
+            local.pid = os.getpid()
+        return local.client
+
+    def _drop_client(self) -> None:
+        # A fresh client reconnects at once, instead of waiting out
+        # libmemcached's retry timeout on a server that has come back.
+        self._local.client = None
+
+    def _warn(self, key: str, reason: str, template: str = "invalid cache value under %s: %s; not shown") -> None:
+        now = time.monotonic()
+        if now - self._warned.get((key, reason), float("-inf")) >= WARNING_INTERVAL_S:
+            self._warned[(key, reason)] = now
+            logger.warning(template, key, reason)
+
+    def read(self, now: datetime) -> Reading:
+        """Return the state and snapshot to show at now (an aware datetime)."""
+        try:
+            return self._read(now)
+        except cache.CacheUnavailableError as error:
+            self._drop_client()
+            self._warn(",".join(self._servers), str(error), "memcached %s unavailable: %s; showing the unavailable state")
+            return Reading(State.UNAVAILABLE, reachable=False, reason="memcached unreachable")
+
+    def _read(self, now: datetime) -> Reading:
+        client = self._client()
+        key = pointer_key(self._prefix)
+        raw_pointer = cache.confirmed_get(client, key)
+        if raw_pointer is None:
+            return Reading(State.WARMING, reason="no snapshot published yet")
+        try:
+            pointer = decode_pointer(raw_pointer)
+        except SnapshotInvalidError as error:
+            self._warn(key, str(error))
+            return Reading(State.UNAVAILABLE, reason="invalid pointer")
+        snapshot, reason = self._snapshot_for(client, pointer)
+        if snapshot is None:
+            # Evicted data is restored by the next warm run; invalid data is not.
+            state = State.WARMING if reason == "evicted" else State.UNAVAILABLE
+            return Reading(state, reason=f"snapshot {reason}")
+        age_s = max(0.0, (now - snapshot.last_updated).total_seconds())
+        if not snapshot.tracks:
+            state = State.EMPTY
+        elif age_s <= self._fresh_s:
+            state = State.FRESH
+        else:
+            state = State.STALE
+        return Reading(state, snapshot, age_s)
+
+    def _snapshot_for(self, client, pointer: Pointer) -> tuple[Snapshot | None, str]:
+        """Return the pointer's snapshot, else the previous generation's, with why neither was usable."""
+        reason = "evicted"
+        for generation in (pointer.generation, pointer.previous):
+            if generation is None:
+                break
+            memo = self._memo.get(generation)
+            if memo is not None:
+                return memo, ""
+            key = snapshot_key(self._prefix, generation)
+            raw = cache.confirmed_get(client, key)
+            if raw is None:
+                continue
+            try:
+                snapshot = decode_snapshot(raw, generation)
+            except SnapshotInvalidError as error:
+                self._warn(key, str(error))
+                reason = "invalid"
+                continue
+            self._remember(pointer, snapshot)
+            return snapshot, ""
+        return None, reason
+
+    def _remember(self, pointer: Pointer, snapshot: Snapshot) -> None:
+        keep = {pointer.generation, pointer.previous}
+        memo = {generation: value for generation, value in self._memo.items() if generation in keep}
+        memo[snapshot.generation] = snapshot
+        # Replaced whole, so a thread reading it never sees a half-updated dict.
+        self._memo = memo

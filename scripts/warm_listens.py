@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Run one warm cycle: what the systemd timer starts every 5 minutes.
+
+Exit 0: published, superseded, or another run in progress; 1: the run
+failed; 2: bad configuration. All logic lives in app.warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+# Run from a checkout or an install without needing the package installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import warm  # noqa: E402
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    sys.exit(warm.main())

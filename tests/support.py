@@ -1,0 +1,223 @@
+"""Real processes for the tests: memcached, the fake Last.fm, gunicorn, the warm script.
+
+Each is started on a free loopback port, polled for readiness with a
+deadline (never a fixed sleep), and stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
+TEST_API_KEY = "test-key-5f2b9c0e7d1a4e3b"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(check, timeout_s: float, what: str, interval_s: float = 0.02):
+    """Call check() until it returns a truthy value; fail with what after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:  # readiness probes fail until the process is up
+            last_error = error
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error!r})")
+
+
+def memcached_command(text: str, address: str, timeout_s: float = 2.0) -> str:
+    """Send one raw text-protocol command and return its reply (up to END for stats and gets)."""
+    host, port = address.rsplit(":", 1)
+    multiline = text.split()[0] in ("stats", "get", "gets")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as connection:
+        connection.sendall(text.encode("ascii") + b"\r\n")
+        reply = b""
+        while not (reply.endswith((b"END\r\n", b"ERROR\r\n")) if multiline else reply.endswith(b"\r\n")):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.decode("utf-8", "replace")
+
+
+def memcached_stats(address: str) -> dict[str, int]:
+    stats = {}
+    for line in memcached_command("stats", address).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STAT" and parts[2].lstrip("-").isdigit():
+            stats[parts[1]] = int(parts[2])
+    return stats
+
+
+class MemcachedProcess:
+    """A real memcached on a free loopback port, UDP off."""
+
+    def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = ()) -> None:
+        binary = shutil.which("memcached") or "/usr/bin/memcached"
+        if not Path(binary).exists():
+            raise RuntimeError("memcached is not installed: run 'apt-get install memcached' (make test does this)")
+        self.binary = binary
+        self.memory_mb = memory_mb
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> MemcachedProcess:
+        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", str(self.memory_mb), *self.extra_args]
+        if os.geteuid() == 0:
+            command += ["-u", "nobody"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"), 10, f"memcached on {self.address}")
+        return self
+
+    def _alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"memcached exited: {self.process.stderr.read().decode(errors='replace')}")
+        return True
+
+    def flush(self) -> None:
+        assert memcached_command("flush_all", self.address).startswith("OK")
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every key is lost."""
+        self.stop()
+        self.start()
+
+
+class FakeLastfm:
+    """The repository's fake Last.fm server as a subprocess."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, *extra: str) -> FakeLastfm:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.fake_lastfm", "--host", "127.0.0.1", "--port", "0", *extra],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"fake Last.fm did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+        self.base = self.url.split("/2.0/")[0]
+        return self
+
+    def control(self, path: str, payload: Mapping | None = None) -> dict:
+        response = requests.post(f"{self.base}/_fake/{path}", json=payload or {}, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def set_user(self, name: str, **mode) -> None:
+        self.control(f"users/{name}", mode)
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.base}/_fake/stats", timeout=5).json()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        if self.process is not None:
+            self.process.stdout.close()
+
+
+def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
+    """Return a clean environment for a subprocess: PATH and Python, plus settings_env."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LISTENS_", "LASTFM_"))}
+    env.update(settings_env)
+    return env
+
+
+class Gunicorn:
+    """The real web service: gunicorn with the deploy config, on a free port."""
+
+    def __init__(self, env: Mapping[str, str], workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = service_env({**env, "LISTENS_BIND": f"127.0.0.1:{self.port}", "LISTENS_WORKERS": str(workers)})
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def start(self, log_path: Path) -> Gunicorn:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(REPO / "deploy" / "gunicorn.conf.py")],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited early:\n{log_path.read_text()}")
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503)
+
+        wait_until(ready, 30, f"gunicorn on {self.url}", interval_s=0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None:
+            self.log.close()
+
+
+def run_warm(env: Mapping[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """Run scripts/warm_listens.py once with env and return the finished process."""
+    return subprocess.run(
+        [sys.executable, str(WARM_SCRIPT)],
+        cwd=REPO,
+        env=service_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
