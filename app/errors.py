@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 # No inline script anywhere, images only from ourselves and Last.fm's hosts.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; script-src 'self'; "
-    "img-src 'self' https://lastfm.freetls.fastly.net https://lastfm-img2.akamaized.net https://*.last.fm https://*.lastfm.com; "
+    "img-src 'self' https://lastfm.freetls.fastly.net https://lastfm-img2.akamaized.net https://*.last.fm https://*.lastfm.com https://*.lst.fm; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {

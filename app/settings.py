@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REAL_LASTFM_URL = "https://ws.audioscrobbler.com/2.0/"
 DEFAULT_MEMCACHED = "127.0.0.1:11211"
@@ -59,7 +60,7 @@ class Settings:
 
     @property
     def uses_real_lastfm(self) -> bool:
-        return self.lastfm_url.rstrip("/") == REAL_LASTFM_URL.rstrip("/")
+        return urlsplit(self.lastfm_url).hostname == urlsplit(REAL_LASTFM_URL).hostname
 
     def require_lastfm_key(self) -> None:
         """Raise SettingsError when the real Last.fm is configured without a key."""

@@ -24,7 +24,7 @@ MAX_URL_CHARS = 1024
 
 LASTFM_PAGE_HOSTS = frozenset({"www.last.fm", "last.fm", "m.last.fm"})
 LASTFM_IMAGE_HOSTS = frozenset({"lastfm.freetls.fastly.net", "lastfm-img2.akamaized.net"})
-LASTFM_IMAGE_HOST_SUFFIXES = (".last.fm", ".lastfm.com")
+LASTFM_IMAGE_HOST_SUFFIXES = (".last.fm", ".lastfm.com", ".lst.fm")
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
@@ -124,7 +124,7 @@ def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
     """Return value as a bounded single-line string without control or direction-override characters."""
     if not isinstance(value, str):
         return ""
-    text = _CONTROL_CHARACTERS.sub("", value).replace("\n", " ").replace("\r", " ").strip()
+    text = _CONTROL_CHARACTERS.sub("", " ".join(value.splitlines())).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text

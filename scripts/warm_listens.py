@@ -18,4 +18,6 @@ from app import warm  # noqa: E402
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # urllib3 logs request lines, query string (and so the API key) included, at DEBUG.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     sys.exit(warm.main())
