@@ -1,0 +1,52 @@
+"""gunicorn settings for the listens web app (read-only; DESIGN §2).
+
+systemd starts gunicorn with ``--config`` pointing here; anything that differs
+between hosts is an environment variable, not an edit to this file.
+"""
+
+from __future__ import annotations
+
+import os
+
+wsgi_app = "app:create_app()"
+
+# Import the app from the directory above this file, by its unresolved path
+# (/opt/listens/app, a symlink to the current release), so that a HUP after
+# the symlink moves loads the new release. gunicorn's default is the resolved
+# working directory, which would keep serving the old release.
+chdir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Loopback only: nginx in front terminates TLS and talks to us here. Set
+# explicitly, because gunicorn's default turns into 0.0.0.0:$PORT when a PORT
+# variable happens to be set.
+bind = os.environ.get("LISTENS_BIND", "127.0.0.1:8000")
+
+# Sync workers: a request costs one small memcached get, so two processes are
+# plenty, and a hung worker is killed after `timeout` instead of stalling a
+# thread pool. Named LISTENS_WORKERS so a stray WEB_CONCURRENCY is not used.
+worker_class = "sync"
+workers = int(os.environ.get("LISTENS_WORKERS", "2"))
+
+# gunicorn's defaults, pinned: the reader bounds each memcached call to a few
+# hundred milliseconds, so a request still running at 30 s is a bug; kill it.
+timeout = 30
+graceful_timeout = 30
+
+# Ignored by sync workers, which close the connection after each response;
+# it applies only if worker_class ever becomes gthread.
+keepalive = 5
+
+# Recycle each worker after ~10000 requests (jittered so both never restart
+# at once), capping slow leaks in C extensions such as the memcached client.
+max_requests = 10000
+max_requests_jitter = 1000
+
+# Access and error logs on stdout/stderr, where systemd sends them to journald.
+accesslog = "-"
+errorlog = "-"
+
+# gunicorn 25.1+ opens a gunicornc control socket in $XDG_RUNTIME_DIR or
+# ~/.gunicorn/ by default. We manage the server with systemctl (HUP to
+# reload), the home directory is read-only under ProtectSystem=strict, and an
+# unused admin socket is attack surface: switch it off.
+control_socket_disable = True
