@@ -147,19 +147,39 @@ def read_published(client: pylibmc.Client, prefix: str) -> Snapshot | None:
         raise PublishError(f"memcached failed reading the current snapshot: {error}") from error
 
 
-def acquire_lease(client: pylibmc.Client, prefix: str, generation: int, ttl_s: int) -> bool:
-    """Take the run lease for ttl_s seconds; return False when another run holds it."""
+def _lease_value(generation: int, owner: str) -> bytes:
+    return f"{generation} {owner}".encode("utf-8")
+
+
+def acquire_lease(client: pylibmc.Client, prefix: str, generation: int, owner: str, ttl_s: int) -> bool:
+    """Take the run lease for ttl_s seconds; return False when another run holds it.
+
+    owner names this host and its lock file. The caller holds that local
+    lock, so a lease still held by the same owner belongs to a run that died
+    (the kernel released its lock): it is taken over instead of blocking
+    every run until it expires.
+    """
+    key = lease_key(prefix)
+    value = _lease_value(generation, owner)
     try:
-        return bool(client.add(lease_key(prefix), str(generation).encode("ascii"), time=ttl_s))
+        if client.add(key, value, time=ttl_s):
+            return True
+        held, cas_id = client.gets(key)
+        if held is None:
+            return bool(client.add(key, value, time=ttl_s))
+        if held.split(b" ", 1)[-1] != owner.encode("utf-8"):
+            return False
+        logger.warning("taking over lease %s left by a run on this host that died", key)
+        return bool(client.cas(key, value, cas_id, time=ttl_s))
     except pylibmc.Error as error:
         raise PublishError(f"memcached failed taking the lease: {error}") from error
 
 
-def release_lease(client: pylibmc.Client, prefix: str, generation: int) -> None:
+def release_lease(client: pylibmc.Client, prefix: str, generation: int, owner: str) -> None:
     """Release the run lease if this run still holds it; errors are logged, the lease then expires."""
     key = lease_key(prefix)
     try:
-        if client.get(key) == str(generation).encode("ascii"):
+        if client.get(key) == _lease_value(generation, owner):
             client.delete(key)
     except pylibmc.Error as error:
         logger.warning("could not release lease %s (it expires by itself): %s", key, error)

@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -273,10 +274,11 @@ def run(
 
 def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock) -> None:
     connection = members.connect(settings.database)
+    owner = f"{socket.gethostname()}:{settings.lock_path.resolve()}"
     try:
         client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
         try:
-            leased = publisher.acquire_lease(client, settings.key_prefix, result.generation, int(settings.deadline_s) + LEASE_MARGIN_S)
+            leased = publisher.acquire_lease(client, settings.key_prefix, result.generation, owner, int(settings.deadline_s) + LEASE_MARGIN_S)
         except publisher.PublishError as error:
             # Fetching still refreshes the database; the publish will fail
             # (exit 1) unless memcached is back by then.
@@ -290,7 +292,7 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
             _fetch_and_publish(settings, connection, client, result, started, wallclock, checkpoint, clock, start_clock)
         finally:
             if leased:
-                publisher.release_lease(client, settings.key_prefix, result.generation)
+                publisher.release_lease(client, settings.key_prefix, result.generation, owner)
         members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary())
     finally:
         connection.close()

@@ -1,0 +1,462 @@
+"""The members store on a throwaway SQLite file: changes, validation, last known tracks and runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import pytest
+
+from app import members as module
+from app.members import DatabaseError
+from app.members import FetchOutcome
+from app.members import MembersError
+from app.snapshot import Track
+
+NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def connection(tmp_path):
+    connection = module.connect(tmp_path / "members.sqlite3")
+    yield connection
+    connection.close()
+
+
+def add(connection, username: str, lastfm_username: str | None = None, *, public: bool = True) -> module.Member:
+    if lastfm_username is None:
+        lastfm_username = f"{username}_fm"
+    return module.add_member(connection, username, lastfm_username, public=public, now=NOW)
+
+
+def make_track(member: module.Member, *, now_playing: bool = False, artist: str = "Björk") -> Track:
+    return Track(
+        username=member.username,
+        lastfm_username=member.lastfm_username,
+        artist=artist,
+        album="Homogenic",
+        track="Jóga",
+        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
+        image="",
+        played_at=None if now_playing else NOW - timedelta(minutes=4),
+        now_playing=now_playing,
+        fetched_at=NOW,
+    )
+
+
+def by_name(connection) -> dict[str, module.Member]:
+    return {member.username: member for member in module.list_members(connection)}
+
+
+# -- connect -------------------------------------------------------------------------------
+
+
+def test_connect_creates_the_database_and_its_folder(tmp_path):
+    path = tmp_path / "new" / "folder" / "members.sqlite3"
+
+    connection = module.connect(path)
+    connection.close()
+
+    assert path.is_file()
+
+
+def test_connect_reopens_an_existing_database(tmp_path):
+    path = tmp_path / "members.sqlite3"
+    first = module.connect(path)
+    add(first, "alice")
+    first.close()
+
+    second = module.connect(path)
+    try:
+        assert [member.username for member in module.list_members(second)] == ["alice"]
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        pytest.param("file/members.sqlite3", id="under-a-regular-file"),
+        pytest.param("file/deeper/members.sqlite3", id="deep-under-a-regular-file"),
+        pytest.param("folder", id="a-directory"),
+        pytest.param("garbage.sqlite3", id="not-a-database"),
+    ],
+)
+def test_connect_raises_database_error_naming_the_path_when_path_is_unusable(tmp_path, relative):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "garbage.sqlite3").write_bytes(b"this is not an SQLite database, just some bytes" * 100)
+    path = tmp_path / relative
+
+    with pytest.raises(DatabaseError) as caught:
+        module.connect(path)
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "\n" not in message
+
+
+# -- add and list ---------------------------------------------------------------------------
+
+
+def test_list_members_is_empty_for_a_new_database(connection):
+    assert module.list_members(connection) == []
+
+
+def test_add_member_returns_the_new_member(connection):
+    member = add(connection, "alice", "RJ")
+
+    assert (member.username, member.lastfm_username, member.public, member.lastfm_status) == ("alice", "RJ", True, "unknown")
+
+
+def test_add_member_stores_the_member(connection):
+    member = add(connection, "alice", "RJ")
+
+    assert module.list_members(connection) == [member]
+
+
+def test_add_member_stores_a_private_member(connection):
+    add(connection, "alice", public=False)
+
+    assert by_name(connection)["alice"].public is False
+
+
+def test_list_members_sorts_by_username_ignoring_case(connection):
+    for name in ["carol", "Bob", "alice"]:
+        add(connection, name)
+
+    assert [member.username for member in module.list_members(connection)] == ["alice", "Bob", "carol"]
+
+
+def test_list_members_public_only_leaves_private_members_out(connection):
+    add(connection, "alice")
+    add(connection, "bob", public=False)
+
+    assert [member.username for member in module.list_members(connection, public_only=True)] == ["alice"]
+
+
+@pytest.mark.parametrize("lastfm_username", ["a", "1", "_x", "RJ", "a-b_c", "abcdefghij12345", "-"])
+def test_add_member_accepts_valid_lastfm_username(connection, lastfm_username):
+    add(connection, "alice", lastfm_username)
+
+    assert by_name(connection)["alice"].lastfm_username == lastfm_username
+
+
+@pytest.mark.parametrize(
+    "lastfm_username",
+    [
+        "",
+        "abcdefghij123456",
+        "a b",
+        "a.b",
+        "é",
+        "<script>",
+        "a/b",
+        "a?b",
+        "rj\n",
+        "\nrj",
+        "rj\x00",
+        " rj",
+    ],
+)
+def test_add_member_rejects_invalid_lastfm_username(connection, lastfm_username):
+    with pytest.raises(MembersError, match="not a valid Last.fm username"):
+        add(connection, "alice", lastfm_username)
+
+    assert module.list_members(connection) == []
+
+
+@pytest.mark.parametrize("username", ["", "-alice", ".alice", "a b", "a/b", "<b>", "x" * 31, "bob\n", "é"])
+def test_add_member_rejects_invalid_username(connection, username):
+    with pytest.raises(MembersError, match="not a valid member name"):
+        module.add_member(connection, username, "rj", public=True, now=NOW)
+
+    assert module.list_members(connection) == []
+
+
+@pytest.mark.parametrize("username", ["alice", "Alice", "ALICE"])
+def test_add_member_rejects_duplicate_username_in_any_case(connection, username):
+    add(connection, "alice", "rj")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="already exists"):
+        add(connection, username, "someone_else")
+
+    assert module.list_members(connection) == before
+
+
+@pytest.mark.parametrize("lastfm_username", ["rj", "RJ", "Rj"])
+def test_add_member_rejects_lastfm_username_linked_to_another_member(connection, lastfm_username):
+    add(connection, "alice", "rj")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="already linked to member 'alice'"):
+        add(connection, "bob", lastfm_username)
+
+    assert module.list_members(connection) == before
+
+
+def test_members_error_message_is_one_line(connection):
+    add(connection, "alice", "rj")
+
+    with pytest.raises(MembersError) as caught:
+        add(connection, "bob", "rj")
+
+    assert "\n" not in str(caught.value)
+
+
+# -- remove --------------------------------------------------------------------------------
+
+
+def test_remove_member_removes_only_that_member(connection):
+    add(connection, "alice")
+    add(connection, "bob")
+
+    module.remove_member(connection, "alice")
+
+    assert [member.username for member in module.list_members(connection)] == ["bob"]
+
+
+def test_remove_member_forgets_the_last_track(connection):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    module.remove_member(connection, "alice")
+
+    assert connection.execute("SELECT COUNT(*) FROM last_tracks").fetchone()[0] == 0
+
+
+def test_remove_member_raises_when_member_is_unknown(connection):
+    add(connection, "alice")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="no member named 'nobody'"):
+        module.remove_member(connection, "nobody")
+
+    assert module.list_members(connection) == before
+
+
+# -- visibility ---------------------------------------------------------------------------------
+
+
+def test_set_visibility_makes_member_private(connection):
+    add(connection, "alice")
+
+    module.set_visibility(connection, "alice", False)
+
+    assert by_name(connection)["alice"].public is False
+
+
+def test_set_visibility_makes_member_public(connection):
+    add(connection, "alice", public=False)
+
+    module.set_visibility(connection, "alice", True)
+
+    assert by_name(connection)["alice"].public is True
+
+
+def test_set_visibility_private_forgets_the_last_track(connection):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    module.set_visibility(connection, "alice", False)
+
+    assert by_name(connection)["alice"].last_track is None
+
+
+def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.set_visibility(connection, "alice", False)
+
+    module.set_visibility(connection, "alice", True)
+
+    assert by_name(connection)["alice"].last_track is None
+
+
+def test_set_visibility_public_keeps_the_last_track(connection):
+    alice = add(connection, "alice")
+    track = make_track(alice)
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
+
+    module.set_visibility(connection, "alice", True)
+
+    assert by_name(connection)["alice"].last_track == track
+
+
+def test_set_visibility_raises_when_member_is_unknown(connection):
+    add(connection, "alice")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="no member named"):
+        module.set_visibility(connection, "nobody", False)
+
+    assert module.list_members(connection) == before
+
+
+# -- set_lastfm_username ----------------------------------------------------------------------
+
+
+def test_set_lastfm_username_links_the_new_account(connection):
+    add(connection, "alice", "old_name")
+
+    module.set_lastfm_username(connection, "alice", "new_name")
+
+    assert by_name(connection)["alice"].lastfm_username == "new_name"
+
+
+def test_set_lastfm_username_forgets_the_old_accounts_track(connection):
+    alice = add(connection, "alice", "old_name")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    module.set_lastfm_username(connection, "alice", "new_name")
+
+    member = by_name(connection)["alice"]
+    assert (member.last_track, member.lastfm_status) == (None, "unknown")
+
+
+def test_set_lastfm_username_accepts_the_members_own_name_in_another_case(connection):
+    add(connection, "alice", "rj")
+
+    module.set_lastfm_username(connection, "alice", "RJ")
+
+    assert by_name(connection)["alice"].lastfm_username == "RJ"
+
+
+@pytest.mark.parametrize("lastfm_username", ["rj", "RJ"])
+def test_set_lastfm_username_rejects_name_linked_to_another_member(connection, lastfm_username):
+    add(connection, "alice", "rj")
+    add(connection, "bob", "bob_fm")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="already linked to member 'alice'"):
+        module.set_lastfm_username(connection, "bob", lastfm_username)
+
+    assert module.list_members(connection) == before
+
+
+@pytest.mark.parametrize("lastfm_username", ["", "a b", "a.b", "é", "<script>", "abcdefghij123456", "rj\n"])
+def test_set_lastfm_username_rejects_invalid_name(connection, lastfm_username):
+    add(connection, "alice", "rj")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="not a valid Last.fm username"):
+        module.set_lastfm_username(connection, "alice", lastfm_username)
+
+    assert module.list_members(connection) == before
+
+
+def test_set_lastfm_username_raises_when_member_is_unknown(connection):
+    add(connection, "alice")
+    before = module.list_members(connection)
+
+    with pytest.raises(MembersError, match="no member named"):
+        module.set_lastfm_username(connection, "nobody", "free_name")
+
+    assert module.list_members(connection) == before
+
+
+# -- record_outcomes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("now_playing", [False, True])
+def test_record_outcomes_stores_the_track(connection, now_playing):
+    alice = add(connection, "alice")
+    track = make_track(alice, now_playing=now_playing)
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
+
+    member = by_name(connection)["alice"]
+    assert (member.last_track, member.lastfm_status) == (track, "ok")
+
+
+def test_record_outcomes_replaces_the_previous_track(connection):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice, artist="Old"))])
+    newer = make_track(alice, artist="New")
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", newer)])
+
+    assert by_name(connection)["alice"].last_track == newer
+
+
+@pytest.mark.parametrize("status", ["not_found", "private"])
+def test_record_outcomes_clears_the_track_when_member_is_gone(connection, status):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, status, None)])
+
+    member = by_name(connection)["alice"]
+    assert (member.last_track, member.lastfm_status) == (None, status)
+
+
+def test_record_outcomes_clears_the_track_when_member_has_no_scrobbles(connection):
+    alice = add(connection, "alice")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", None)])
+
+    assert by_name(connection)["alice"].last_track is None
+
+
+def test_record_outcomes_skips_member_who_became_private(connection):
+    alice = add(connection, "alice")
+    module.set_visibility(connection, "alice", False)
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    member = by_name(connection)["alice"]
+    assert (member.last_track, member.lastfm_status) == (None, "unknown")
+
+
+def test_record_outcomes_skips_member_who_was_removed(connection):
+    alice = add(connection, "alice")
+    module.remove_member(connection, "alice")
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+
+    assert connection.execute("SELECT COUNT(*) FROM last_tracks").fetchone()[0] == 0
+
+
+def test_record_outcomes_still_stores_the_other_members(connection):
+    alice = add(connection, "alice")
+    bob = add(connection, "bob")
+    module.remove_member(connection, "alice")
+    track = make_track(bob)
+
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice)), FetchOutcome(bob.id, "ok", track)])
+
+    assert by_name(connection)["bob"].last_track == track
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def test_record_run_is_returned_by_last_run(connection):
+    module.record_run(connection, 1000, NOW, 0, "warm outcome=published")
+
+    run = module.last_run(connection)
+    assert (run["generation"], run["exit_code"], run["summary"]) == (1000, 0, "warm outcome=published")
+
+
+def test_last_run_is_none_without_runs(connection):
+    assert module.last_run(connection) is None
+
+
+def test_record_run_keeps_only_the_newest_runs(connection):
+    total = module.RUNS_KEPT + 7
+    # Recorded out of order: the newest generations are kept, not the latest inserts.
+    for generation in [*range(total, total // 2, -1), *range(1, total // 2 + 1)]:
+        module.record_run(connection, generation, NOW, 0, f"run {generation}")
+
+    kept = [row[0] for row in connection.execute("SELECT generation FROM runs ORDER BY generation")]
+    assert kept == list(range(total - module.RUNS_KEPT + 1, total + 1))
+
+
+def test_last_run_is_the_newest_generation(connection):
+    module.record_run(connection, 300, NOW, 0, "newest")
+    module.record_run(connection, 100, NOW, 1, "older, recorded later")
+
+    assert module.last_run(connection)["summary"] == "newest"
