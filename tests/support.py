@@ -87,7 +87,11 @@ class MemcachedProcess:
         if os.geteuid() == 0:
             command += ["-u", "nobody"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"), 10, f"memcached on {self.address}")
+        try:
+            wait_until(lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"), 10, f"memcached on {self.address}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _alive(self) -> bool:
@@ -196,7 +200,11 @@ class Gunicorn:
                 raise AssertionError(f"gunicorn exited early:\n{log_path.read_text()}")
             return requests.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503)
 
-        wait_until(ready, 30, f"gunicorn on {self.url}", interval_s=0.1)
+        try:
+            wait_until(ready, 30, f"gunicorn on {self.url}", interval_s=0.1)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

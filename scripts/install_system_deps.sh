@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the Debian packages the project needs, only those that are missing:
+# memcached (the cache), and what pip needs to build pylibmc and create a venv.
+set -euo pipefail
+
+missing=()
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+for package in libmemcached-dev zlib1g-dev gcc; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+[ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
