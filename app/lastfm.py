@@ -461,7 +461,7 @@ def _optional_text(mapping: dict, key: str) -> str:
 def _parse_date(value: object) -> datetime:
     _require(isinstance(value, dict), "a track that is not playing has no date")
     uts = value.get("uts")
-    if isinstance(uts, str) and _UTS_PATTERN.match(uts):
+    if isinstance(uts, str) and _UTS_PATTERN.fullmatch(uts):
         seconds = int(uts)
     elif isinstance(uts, int) and not isinstance(uts, bool):
         seconds = uts

@@ -80,6 +80,7 @@ class Member:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (and create, with its folder) the members database at path."""
+    connection = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -87,6 +88,8 @@ def connect(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(SCHEMA)
     except (OSError, sqlite3.Error) as error:
+        if connection is not None:
+            connection.close()
         raise DatabaseError(
             f"cannot open the members database {str(path)!r}: {error}; check LISTENS_DATABASE and its folder's permissions"
         ) from error
@@ -96,7 +99,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def validate_username(username: str) -> str:
     """Return username if it is a valid site member name; raise MembersError otherwise."""
-    if not SITE_USERNAME.match(username):
+    if not SITE_USERNAME.fullmatch(username):
         raise MembersError(
             f"{username!r} is not a valid member name; use 1-30 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
@@ -105,7 +108,7 @@ def validate_username(username: str) -> str:
 
 def validate_lastfm_username(lastfm_username: str) -> str:
     """Return lastfm_username if Last.fm could have issued it; raise MembersError otherwise."""
-    if not LASTFM_USERNAME.match(lastfm_username):
+    if not LASTFM_USERNAME.fullmatch(lastfm_username):
         raise MembersError(
             f"{lastfm_username!r} is not a valid Last.fm username; expected 1-15 letters, digits, '_' or '-'"
         )

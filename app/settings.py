@@ -73,6 +73,8 @@ class Settings:
 
 def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
     try:
+        if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
+            raise ValueError(raw)
         value = int(raw.strip(), 10)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a whole number; expected an integer from {minimum} to {maximum}") from None
@@ -98,7 +100,7 @@ def parse_servers(raw: str, name: str = "LISTENS_MEMCACHED") -> tuple[str, ...]:
         raise SettingsError(f"{name} is empty; expected host:port[,host:port]")
     servers = []
     for part in parts:
-        match = _SERVER_PATTERN.match(part)
+        match = _SERVER_PATTERN.fullmatch(part)
         if match is None or not 1 <= int(match["port"]) <= 65535:
             raise SettingsError(f"{name} has {part!r}, which is not host:port; expected host:port[,host:port]")
         if part not in servers:
@@ -108,7 +110,7 @@ def parse_servers(raw: str, name: str = "LISTENS_MEMCACHED") -> tuple[str, ...]:
 
 def _parse_url(name: str, raw: str) -> str:
     value = raw.strip()
-    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL; expected for example {REAL_LASTFM_URL}")
     return value if value.endswith("/") else value + "/"
 
@@ -145,7 +147,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if (raw := get("LISTENS_LOCK_FILE")) is not None:
         values["lock_file"] = _parse_path("LISTENS_LOCK_FILE", raw)
     if (raw := get("LISTENS_KEY_PREFIX")) is not None:
-        if not _PREFIX_PATTERN.match(raw.strip()):
+        if not _PREFIX_PATTERN.fullmatch(raw.strip()):
             raise SettingsError(
                 f"LISTENS_KEY_PREFIX={raw!r} is not a valid key prefix; expected 1-64 letters, digits, '_', '.' or '-'"
             )

@@ -298,7 +298,8 @@ def decode_snapshot(raw: object, expected_generation: int) -> Snapshot:
     _require(isinstance(tracks, list), "tracks is not a list")
     stats = data.get("stats", {})
     _require(
-        isinstance(stats, dict) and all(isinstance(value, (int, float)) for value in stats.values()),
+        isinstance(stats, dict)
+        and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in stats.values()),
         "stats is not an object of numbers",
     )
     return Snapshot(

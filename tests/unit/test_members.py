@@ -107,7 +107,9 @@ def test_list_members_is_empty_for_a_new_database(connection):
 def test_add_member_returns_the_new_member(connection):
     member = add(connection, "alice", "RJ")
 
-    assert (member.username, member.lastfm_username, member.public, member.lastfm_status) == ("alice", "RJ", True, "unknown")
+    summary = (member.username, member.lastfm_username, member.public, member.lastfm_status)
+
+    assert summary == ("alice", "RJ", True, "unknown")
 
 
 def test_add_member_stores_the_member(connection):
@@ -426,7 +428,9 @@ def test_record_outcomes_still_stores_the_other_members(connection):
     module.remove_member(connection, "alice")
     track = make_track(bob)
 
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice)), FetchOutcome(bob.id, "ok", track)])
+    outcomes = [FetchOutcome(alice.id, "ok", make_track(alice)), FetchOutcome(bob.id, "ok", track)]
+
+    module.record_outcomes(connection, outcomes)
 
     assert by_name(connection)["bob"].last_track == track
 

@@ -21,7 +21,9 @@ GENERATION = 1767323100000000
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
 
 
-def make_track(username: str = "alice", *, played_at: datetime | None = None, now_playing: bool = False, **fields) -> Track:
+def make_track(
+    username: str = "alice", *, played_at: datetime | None = None, now_playing: bool = False, **fields
+) -> Track:
     values = {
         "username": username,
         "lastfm_username": f"{username}_fm",
@@ -39,7 +41,8 @@ def make_track(username: str = "alice", *, played_at: datetime | None = None, no
 
 
 def make_snapshot(*tracks: Track, generation: int = GENERATION) -> Snapshot:
-    return Snapshot(generation=generation, last_updated=NOW, tracks=tracks, stats={"members": len(tracks), "fetchSeconds": 0.25})
+    stats = {"members": len(tracks), "fetchSeconds": 0.25}
+    return Snapshot(generation=generation, last_updated=NOW, tracks=tracks, stats=stats)
 
 
 def valid_payload() -> dict:
@@ -56,7 +59,8 @@ def encoded(payload: object) -> bytes:
 
 
 def test_encode_snapshot_bytes_are_canonical():
-    snapshot = make_snapshot(make_track("alice", lastfm_username="rj", played_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)))
+    played_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    snapshot = make_snapshot(make_track("alice", lastfm_username="rj", played_at=played_at))
     expected = (
         '{"generation":1767323100000000,"lastUpdated":"2026-01-02T03:05:00Z",'
         '"stats":{"fetchSeconds":0.25,"members":1},'
@@ -179,7 +183,9 @@ INVALID_SNAPSHOTS = [
     pytest.param(mutated(set_field("lastUpdated", "")), "lastUpdated", id="lastUpdated-empty"),
     pytest.param(mutated(set_field("lastUpdated", 1767323100)), "lastUpdated", id="lastUpdated-int"),
     pytest.param(mutated(set_field("lastUpdated", None)), "lastUpdated", id="lastUpdated-null"),
-    pytest.param(mutated(set_field("lastUpdated", "2026-01-02T03:05:00Z" + " " * 40)), "lastUpdated", id="lastUpdated-long"),
+    pytest.param(
+        mutated(set_field("lastUpdated", "2026-01-02T03:05:00Z" + " " * 40)), "lastUpdated", id="lastUpdated-long"
+    ),
     pytest.param(mutated(del_field("lastUpdated")), "lastUpdated", id="lastUpdated-missing"),
     pytest.param(mutated(set_track_field("fetchedAt", "2026-01-02 25:00:00Z")), "fetchedAt", id="fetchedAt-hour-25"),
     pytest.param(mutated(set_track_field("playedAt", "12345", index=1)), "playedAt", id="playedAt-digits"),
@@ -238,7 +244,7 @@ def test_decode_snapshot_accepts_missing_stats():
     [
         (b'{"generation": 5, "previous": null}', Pointer(5, None)),
         (b'{"generation": 5, "previous": 4}', Pointer(5, 4)),
-        (b'{"generation": 1767323100000000, "previous": 1767322800000000}', Pointer(1767323100000000, 1767322800000000)),
+        (b'{"generation": 1767323100000000, "previous": 1767322800000000}', Pointer(GENERATION, 1767322800000000)),
         (b'{"generation": 5}', Pointer(5, None)),
         ('{"generation": 7, "previous": 1}', Pointer(7, 1)),
     ],
@@ -297,7 +303,12 @@ def test_legacy_keys_are_the_old_systems_keys():
 
 @pytest.mark.parametrize("prefix", ["site-a", "prod_v.1"])
 def test_keys_use_the_prefix(prefix):
-    keys = [module.pointer_key(prefix), module.snapshot_key(prefix, 1), module.lease_key(prefix), *module.legacy_keys(prefix)]
+    keys = [
+        module.pointer_key(prefix),
+        module.snapshot_key(prefix, 1),
+        module.lease_key(prefix),
+        *module.legacy_keys(prefix),
+    ]
 
     assert all(key.startswith(f"{prefix}:") for key in keys)
 
@@ -361,7 +372,10 @@ T0 = NOW - timedelta(hours=1)
             id="mixed",
         ),
         pytest.param(
-            [make_track("utc", played_at=T0), make_track("paris", played_at=(T0 + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1))))],
+            [
+                make_track("utc", played_at=T0),
+                make_track("paris", played_at=(T0 + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1)))),
+            ],
             ["paris", "utc"],
             id="compares-instants-across-zones",
         ),
