@@ -163,8 +163,8 @@ def listens_warm() -> None:
         settings.require_lastfm_key()
     except SettingsError as error:
         raise ConfigError(str(error)) from None
+    warm.configure_logging()
     result = warm.run(settings)
-    click.echo(result.summary())
     raise SystemExit(result.exit_code)
 
 

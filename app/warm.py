@@ -8,6 +8,7 @@ one summary line, an exit code systemd understands (DESIGN §3, publish).
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import dataclasses
 import fcntl
 import logging
@@ -42,6 +43,10 @@ from app.snapshot import sort_tracks
 from app.throttle import RateLimiter
 
 logger = logging.getLogger(__name__)
+
+# The generation of the run in progress, stamped on every log line by
+# GenerationFilter (threads fetching for the run copy the context).
+current_generation: contextvars.ContextVar[str] = contextvars.ContextVar("generation", default="-")
 
 EXIT_OK = 0  # published, superseded, or another run in progress
 EXIT_FAILED = 1  # nothing new published (at most the last known data restored)
@@ -203,7 +208,7 @@ def fetch_all(
     results: dict[int, object] = {}
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lastfm")
     try:
-        futures = {executor.submit(fetch, member): member for member in public_members}
+        futures = {executor.submit(contextvars.copy_context().run, fetch, member): member for member in public_members}
         done, _ = concurrent.futures.wait(futures, timeout=max(0.0, deadline - clock()) + 1.0)
         for future in done:
             error = future.exception()
@@ -249,6 +254,14 @@ def run(
     started = now if now is not None else _utc_now()
     wallclock = (lambda: now) if now is not None else _utc_now
     result = RunResult("failed", EXIT_FAILED, generation_from(started))
+    token = current_generation.set(str(result.generation))
+    try:
+        return _run(settings, result, started, wallclock, checkpoint, clock)
+    finally:
+        current_generation.reset(token)
+
+
+def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
     start_clock = clock()
     lock = LocalLock(settings.lock_path)
     try:
@@ -380,6 +393,24 @@ def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, 
         logger.error("publish failed: %s", error)
         return
     result.outcome, result.exit_code = outcome.value, EXIT_OK
+
+
+class GenerationFilter(logging.Filter):
+    """Add the current run's generation to every log record as `generation`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.generation = current_generation.get()
+        return True
+
+
+def configure_logging() -> None:
+    """Log one key=value line per event to stderr (journald), each with the run's generation."""
+    handler = logging.StreamHandler()
+    handler.addFilter(GenerationFilter())
+    handler.setFormatter(logging.Formatter("level=%(levelname)s logger=%(name)s generation=%(generation)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # urllib3 logs request lines, query string (and so the API key) included, at DEBUG.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

@@ -7,7 +7,6 @@ failed; 2: bad configuration. All logic lives in app.warm.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -17,7 +16,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import warm  # noqa: E402
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    # urllib3 logs request lines, query string (and so the API key) included, at DEBUG.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    warm.configure_logging()
     sys.exit(warm.main())

@@ -100,8 +100,10 @@ def pointer_generation(site) -> int | None:
 def test_warm_script_publishes_what_the_page_shows(site):
     run = warm_ok(site)
 
-    summary = [line for line in run.stderr.splitlines() if "warm outcome=" in line]
+    lines = run.stderr.splitlines()
+    summary = [line for line in lines if "warm outcome=" in line]
     assert len(summary) == 1
+    assert lines and all(re.match(r"^level=\w+ logger=\S+ generation=\d+ ", line) for line in lines), lines
     assert "outcome=published" in summary[0] and "members=5" in summary[0] and "fetched=5" in summary[0]
     data = get_api(site)
     assert data["state"] == "fresh" and data["version"] == 2
@@ -221,7 +223,7 @@ def test_warm_script_exits_2_on_bad_configuration(env, message, site):
     run = run_warm({**site["env"], **env})
 
     assert run.returncode == 2
-    errors = [line for line in run.stderr.splitlines() if line.startswith("ERROR")]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("level=ERROR")]
     assert len(errors) == 1 and message in errors[0]
     assert site["lastfm"].stats()["requests"] == 0
 
