@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast system-deps clean
+.PHONY: run test test-fast bench system-deps clean
 
 run: system-deps $(VENV)/.installed
 	VENV=$(VENV) scripts/dev_run.sh
@@ -14,6 +14,17 @@ test: system-deps $(VENV)/.installed
 # Unit tests only: no processes started.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest tests/unit -q
+
+# Benchmarks, not tests: the web page against Flask baselines with wrk, then
+# warm runs for 100, 1,000 and 10,000 members. Prints tables; see README.
+bench: system-deps $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || scripts/install_system_deps.sh wrk
+	$(PY) -m bench.web_bench
+	$(PY) -m bench.warm_bench --plot docs/warm-time.png
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
 
 system-deps:
 	@scripts/install_system_deps.sh

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project needs, only those that are missing:
 # memcached (the cache), and what pip needs to build pylibmc and create a venv.
+# Extra package names given as arguments are installed too when missing.
 set -euo pipefail
 
 missing=()
+for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 for package in libmemcached-dev zlib1g-dev gcc; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

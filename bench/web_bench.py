@@ -1,0 +1,151 @@
+"""Web benchmark: this app against a constant Flask page and Flask-Caching, side by side.
+
+Starts memcached, the fake Last.fm, publishes one snapshot with the real
+warm script, then runs three gunicorns with the same worker settings (2 sync
+workers, no access log) and loads each with wrk in interleaved rounds, so
+the machine's noise falls on all three alike. Prints req/s, p50, p99 and the
+ratios. Loopback only; every process started here is stopped here.
+
+    python -m bench.web_bench [--rounds 3] [--duration 8] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from datetime import timezone
+from pathlib import Path
+
+import requests
+
+from app import members
+from tests.support import REPO
+from tests.support import FakeLastfm
+from tests.support import MemcachedProcess
+from tests.support import free_port
+from tests.support import run_warm
+from tests.support import service_env
+from tests.support import wait_until
+
+MEMBERS = 40
+APPS = {
+    "listens": "app:create_app()",
+    "constant": "bench.apps:constant_app()",
+    "flask-caching": "bench.apps:flask_caching_app()",
+}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+class Server:
+    """gunicorn serving one of APPS with identical worker settings."""
+
+    def __init__(self, name: str, env: dict[str, str], workers: int) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        command = [
+            sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
+            "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", "--log-level", "warning", APPS[name],
+        ]
+        self.process = subprocess.Popen(command, cwd=REPO, env=service_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: requests.get(self.url, timeout=2).status_code == 200, 30, f"{name} on {self.url}", 0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Return requests/s, p50 and p99 latency (ms) and error counts from wrk --latency output."""
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    for label, key in (("50%", "p50"), ("99%", "p99")):
+        value, unit = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        result[key] = float(value) * _UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non2xx"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def run_wrk(url: str, duration_s: int, connections: int, threads: int) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_wrk(output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed; run 'apt-get install wrk' (make bench does this)", file=sys.stderr)
+        return 2
+
+    folder = Path(tempfile.mkdtemp(prefix="listens-bench-"))
+    cache = MemcachedProcess().start()
+    lastfm = FakeLastfm().start()
+    servers: list[Server] = []
+    try:
+        env = {
+            "LISTENS_MEMCACHED": cache.address,
+            "LISTENS_LASTFM_URL": lastfm.url,
+            "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
+            "LISTENS_RATE": "0",
+        }
+        connection = members.connect(folder / "listens.sqlite3")
+        for index in range(MEMBERS):
+            members.add_member(connection, f"member{index}", f"member{index}", public=True, now=datetime.now(timezone.utc))
+        connection.close()
+        warm = run_warm(env)
+        if warm.returncode != 0:
+            print(warm.stderr, file=sys.stderr)
+            return 1
+        servers.append(Server("listens", env, args.workers))
+        page = requests.get(servers[0].url, timeout=5).content
+        (folder / "page.html").write_bytes(page)
+        env["BENCH_PAGE_FILE"] = str(folder / "page.html")
+        servers += [Server(name, env, args.workers) for name in ("constant", "flask-caching")]
+
+        results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
+        for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
+            run_wrk(server.url, 1, args.connections, args.threads)
+        for round_index in range(args.rounds):
+            order = servers[round_index % len(servers):] + servers[: round_index % len(servers)]
+            for server in order:
+                results[server.name].append(run_wrk(server.url, args.duration, args.connections, args.threads))
+
+        summary = {
+            name: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99")}
+            | {"non2xx": sum(run["non2xx"] for run in runs)}
+            for name, runs in results.items()
+        }
+        constant, caching = summary["constant"], summary["flask-caching"]
+        print(f"web benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
+              f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)")
+        print(f"{'app':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}")
+        for name, row in summary.items():
+            print(f"{name:<14}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
+                  f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x")
+    finally:
+        for server in servers:
+            server.stop()
+        lastfm.stop()
+        cache.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
