@@ -1,12 +1,16 @@
 """The home page, the JSON API and the health check: read the snapshot, render it.
 
+Static URLs carry a content hash, so browsers may cache them for a year.
+
 Views only read (through app.reader); they never import the write side.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from datetime import timezone
+from pathlib import Path
 
 from flask import Blueprint
 from flask import Flask
@@ -14,6 +18,8 @@ from flask import Response
 from flask import current_app
 from flask import jsonify
 from flask import render_template
+from flask import request
+from flask import url_for
 
 from app import filters
 from app.reader import Reading
@@ -27,6 +33,10 @@ bp = Blueprint("listens", __name__)
 # The page and the API may be reused briefly by browsers and proxies; the
 # snapshot changes at most every few minutes.
 PUBLIC_CACHE = "public, max-age=15, stale-while-revalidate=30"
+
+# A static URL carries its file's content hash (?v=), so a new release gets
+# new URLs and browsers may keep what they fetched for a year.
+STATIC_CACHE = "public, max-age=31536000, immutable"
 
 
 def _read() -> tuple[Reading, datetime, int]:
@@ -77,6 +87,35 @@ def healthz() -> Response:
     return response
 
 
+def static_versions(folder: str | Path) -> dict[str, str]:
+    """Return a short content hash of every file under folder, keyed by its path relative to folder."""
+    root = Path(folder)
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def static_url(filename: str) -> str:
+    """Return the URL of a static file with its content hash, for templates."""
+    version = current_app.extensions["static_versions"].get(filename)
+    return url_for("static", filename=filename, v=version) if version else url_for("static", filename=filename)
+
+
+def cache_versioned_static(response: Response) -> Response:
+    """Let browsers keep a static file for a year when it was asked for by its current hash."""
+    if request.endpoint == "static" and response.status_code == 200:
+        version = current_app.extensions["static_versions"].get((request.view_args or {}).get("filename", ""))
+        if version is not None and request.args.get("v") == version:
+            response.headers["Cache-Control"] = STATIC_CACHE
+    return response
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     filters.init_app(app)
+    # Hashed once at start-up: a release replaces the files and restarts the workers.
+    app.extensions["static_versions"] = static_versions(app.static_folder)
+    app.add_template_global(static_url)
+    app.after_request(cache_versioned_static)

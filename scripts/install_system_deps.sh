@@ -9,6 +9,8 @@ for package in "$@"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+# The browser tests drive Debian's Chromium; a browser is never downloaded.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 for package in libmemcached-dev zlib1g-dev gcc; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
