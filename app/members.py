@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS members (
     lastfm_username TEXT NOT NULL UNIQUE COLLATE NOCASE,
     public INTEGER NOT NULL DEFAULT 1 CHECK (public IN (0, 1)),
     lastfm_status TEXT NOT NULL DEFAULT 'unknown',
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    next_poll_at TEXT
 );
 CREATE TABLE IF NOT EXISTS last_tracks (
     member_id INTEGER PRIMARY KEY REFERENCES members (id) ON DELETE CASCADE,
@@ -76,6 +77,8 @@ class Member:
     public: bool
     lastfm_status: str
     last_track: Track | None = None
+    # When the warm job should poll the member next (app.schedule); None: now.
+    next_poll_at: datetime | None = None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -87,6 +90,7 @@ def connect(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(SCHEMA)
+        _migrate(connection)
     except (OSError, sqlite3.Error) as error:
         if connection is not None:
             connection.close()
@@ -95,6 +99,13 @@ def connect(path: Path) -> sqlite3.Connection:
         ) from error
     connection.row_factory = sqlite3.Row
     return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Add the columns later versions introduced to a database an earlier version created."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(members)")}
+    if "next_poll_at" not in columns:
+        connection.execute("ALTER TABLE members ADD COLUMN next_poll_at TEXT")
 
 
 def validate_username(username: str) -> str:
@@ -208,7 +219,15 @@ def list_members(connection: sqlite3.Connection, *, public_only: bool = False) -
         + " ORDER BY m.username COLLATE NOCASE"
     ).fetchall()
     return [
-        Member(row["id"], row["username"], row["lastfm_username"], bool(row["public"]), row["lastfm_status"], _track_from_row(row))
+        Member(
+            row["id"],
+            row["username"],
+            row["lastfm_username"],
+            bool(row["public"]),
+            row["lastfm_status"],
+            _track_from_row(row),
+            parse_time(row["next_poll_at"]) if row["next_poll_at"] is not None else None,
+        )
         for row in rows
     ]
 
@@ -218,8 +237,9 @@ class FetchOutcome:
     """What one run learned about one member: a new track, no scrobbles, or gone."""
 
     member_id: int
-    status: str  # "ok", "not_found" or "private"
+    status: str  # "ok", "not_found", "private", or "failed" (transient: only the schedule changes)
     track: Track | None
+    next_poll_at: datetime | None = None
 
 
 def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutcome]) -> None:
@@ -236,7 +256,14 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
             ).fetchone()
             if visible is None:
                 continue
-            connection.execute("UPDATE members SET lastfm_status = ? WHERE id = ?", (outcome.status, outcome.member_id))
+            next_poll = format_time(outcome.next_poll_at) if outcome.next_poll_at is not None else None
+            if outcome.status == "failed":
+                connection.execute("UPDATE members SET next_poll_at = ? WHERE id = ?", (next_poll, outcome.member_id))
+                continue
+            connection.execute(
+                "UPDATE members SET lastfm_status = ?, next_poll_at = ? WHERE id = ?",
+                (outcome.status, next_poll, outcome.member_id),
+            )
             if outcome.track is None:
                 connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (outcome.member_id,))
                 continue

@@ -50,6 +50,7 @@ class Settings:
     concurrency: int = 8
     rate: float = 5.0
     deadline_s: float = 240.0
+    max_poll_interval_s: int = 3600
 
     @property
     def lock_path(self) -> Path:
@@ -157,6 +158,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "LISTENS_MAX_STALE_SECONDS": ("max_stale_s", 60, MEMCACHED_MAX_RELATIVE_EXPIRY_S),
         "LISTENS_ITEMS": ("items", 1, 50),
         "LISTENS_CONCURRENCY": ("concurrency", 1, 64),
+        "LISTENS_MAX_POLL_INTERVAL_SECONDS": ("max_poll_interval_s", 300, 7 * 86400),
     }
     for name, (field, minimum, maximum) in integers.items():
         if (raw := get(name)) is not None:

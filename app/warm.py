@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from datetime import datetime
+from datetime import timedelta
 from datetime import timezone
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import requests.adapters
 from app import cache
 from app import members
 from app import publisher
+from app import schedule
 from app.lastfm import LastfmClient
 from app.lastfm import LastfmError
 from app.lastfm import LastfmFatalError
@@ -69,6 +71,7 @@ class RunResult:
     carried: int = 0
     dropped: int = 0
     failed: int = 0
+    deferred: int = 0
     tracks: int = 0
     duration_s: float = 0.0
     error: str = ""
@@ -78,6 +81,7 @@ class RunResult:
         line = (
             f"warm outcome={self.outcome} generation={self.generation} members={self.members}"
             f" fetched={self.fetched} carried={self.carried} dropped={self.dropped} failed={self.failed}"
+            f" deferred={self.deferred}"
             f" tracks={self.tracks} duration_s={self.duration_s:.3f} exit={self.exit_code}"
         )
         if self.error:
@@ -94,6 +98,7 @@ class Merged:
     carried: int
     dropped: int
     failed: int
+    deferred: int
     last_updated: datetime | None
 
 
@@ -146,13 +151,14 @@ def merge(
 ) -> Merged:
     """Merge a run's fetch results with each member's last known track.
 
-    A transient failure keeps the member's last known track while it is
-    younger than max_stale_s; a permanent one ("user not found", private)
-    drops the member at once. A carried "now playing" older than the
-    freshness window is shown as played when it was last seen.
+    A transient failure, or a member this run did not poll (no entry in
+    results: deferred by the schedule), keeps the member's last known track
+    while it is younger than max_stale_s; a permanent failure ("user not
+    found", private) drops the member at once. A carried "now playing" older
+    than the freshness window is shown as played when it was last seen.
     """
     tracks: list[Track] = []
-    fetched = carried = dropped = failed = 0
+    fetched = carried = dropped = failed = deferred = 0
     newest: datetime | None = None
     for member in public_members:
         result = results.get(member.id)
@@ -165,7 +171,10 @@ def merge(
         if isinstance(result, LastfmPermanentError):
             dropped += 1
             continue
-        failed += 1
+        if result is None:
+            deferred += 1
+        else:
+            failed += 1
         last = member.last_track
         if last is None or (started - last.fetched_at).total_seconds() > max_stale_s:
             continue
@@ -173,7 +182,7 @@ def merge(
         if last.now_playing and (started - last.fetched_at).total_seconds() > fresh_s:
             last = dataclasses.replace(last, now_playing=False, played_at=last.fetched_at)
         tracks.append(dataclasses.replace(last, username=member.username, lastfm_username=member.lastfm_username))
-    return Merged(sort_tracks(tracks), fetched, carried, dropped, failed, newest)
+    return Merged(sort_tracks(tracks), fetched, carried, dropped, failed, deferred, newest)
 
 
 def fetch_all(
@@ -315,38 +324,44 @@ def _fetch_and_publish(settings, connection, client, result, started, wallclock,
     public_members = members.list_members(connection, public_only=True)
     result.members = len(public_members)
     deadline = start_clock + settings.deadline_s
+    # Past Last.fm's budget, poll by priority; the rest keep their last known track.
+    polled, _ = schedule.select_for_run(public_members, started, schedule.run_budget(settings.rate, settings.deadline_s))
     lastfm = make_lastfm_client(settings, clock)
     try:
-        results = fetch_all(
-            lastfm, public_members, concurrency=settings.concurrency, deadline=deadline, clock=clock, wallclock=wallclock
-        )
+        results = fetch_all(lastfm, polled, concurrency=settings.concurrency, deadline=deadline, clock=clock, wallclock=wallclock)
     except LastfmFatalError as error:
         result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
         logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)
         return
     checkpoint("fetched")
-    members.record_outcomes(connection, _outcomes(results))
+    members.record_outcomes(connection, _outcomes(results, wallclock(), settings.max_poll_interval_s))
     merged = merge(public_members, results, started=started, fresh_s=settings.fresh_s, max_stale_s=settings.max_stale_s)
-    result.fetched, result.carried, result.dropped, result.failed = merged.fetched, merged.carried, merged.dropped, merged.failed
+    result.fetched, result.carried, result.dropped = merged.fetched, merged.carried, merged.dropped
+    result.failed, result.deferred = merged.failed, merged.deferred
     answered = merged.fetched + merged.dropped
     tracks = merged.tracks[: settings.snapshot_items]
     result.tracks = len(tracks)
-    if public_members and answered == 0:
+    if polled and answered == 0:
         _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock)
         return
     last_updated = merged.last_updated or started
     _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
 
 
-def _outcomes(results: Mapping[int, object]) -> list[members.FetchOutcome]:
+def _outcomes(results: Mapping[int, object], now: datetime, ceiling_s: int) -> list[members.FetchOutcome]:
+    """Turn fetch results into database changes, each with the member's next poll time."""
     outcomes = []
+    later = now + timedelta(seconds=ceiling_s)
     for member_id, value in results.items():
         if isinstance(value, Track):
-            outcomes.append(members.FetchOutcome(member_id, "ok", value))
+            outcomes.append(members.FetchOutcome(member_id, "ok", value, schedule.next_poll_at(value, now, ceiling_s)))
         elif value == NO_SCROBBLES:
-            outcomes.append(members.FetchOutcome(member_id, "ok", None))
+            outcomes.append(members.FetchOutcome(member_id, "ok", None, later))
         elif isinstance(value, LastfmPermanentError):
-            outcomes.append(members.FetchOutcome(member_id, value.reason, None))
+            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later))
+        else:
+            # A transient failure: try again next cycle.
+            outcomes.append(members.FetchOutcome(member_id, "failed", None, now))
     return outcomes
 
 

@@ -124,12 +124,12 @@ def test_merge_publishes_nothing_when_fetch_failed_without_last_track():
     assert (merged.tracks, merged.failed, merged.carried) == ([], 1, 0)
 
 
-def test_merge_treats_a_missing_result_as_a_transient_failure():
+def test_merge_carries_a_member_the_schedule_deferred_without_counting_a_failure():
     last = make_track("alice", fetched_at=ago(60))
 
     merged = merge([make_member(1, "alice", last)], {})
 
-    assert (merged.tracks, merged.failed, merged.carried) == ([last], 1, 1)
+    assert (merged.tracks, merged.failed, merged.deferred, merged.carried) == ([last], 0, 1, 1)
 
 
 def test_merge_carries_last_track_under_the_members_current_names():
