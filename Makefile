@@ -21,6 +21,7 @@ bench: system-deps $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || scripts/install_system_deps.sh wrk
 	$(PY) -m bench.web_bench
 	$(PY) -m bench.warm_bench --plot docs/warm-time.png
+	$(PY) -m bench.schedule_bench
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
