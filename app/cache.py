@@ -2,11 +2,18 @@
 
 A pylibmc client is not thread-safe: build one per thread (or per process for
 the warm job), never share one across threads or forks.
+
+With several servers (LISTENS_MEMCACHED=a:11211,b:11211,...) keys are spread
+with consistent hashing, and a server that fails is ejected from the client's
+hash ring for a moment, so its keys land on the servers that are left: the
+page keeps working and the next warm run publishes onto the live servers,
+without anybody editing the server list (deploy/README.md, "A memcached pool").
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pylibmc
 
@@ -32,14 +39,43 @@ _BASE_BEHAVIORS = {
     "dead_timeout": 1,
 }
 
+# Only for a pool of two or more servers; a single server keeps the behaviours
+# above, where a failure simply raises. Observed with the libmemcached that
+# pylibmc's wheel bundles (tests/ops/test_pool.py pins it down):
+# - without these, a stopped server's keys stay on it: every get and every
+#   write of those keys fails until it is back, so a warm run can never move
+#   a pointer that hashed there;
+# - remove_failed=1 (which turns on auto_eject with failure_limit=1) ejects a
+#   server from the ring at its first failure: the call that met the failure
+#   raises, the next raises "marked dead" while the ring is rebuilt, and from
+#   then on the server's keys hash to the next live server;
+# - dead_timeout (seconds, whole-second clock) is how long it stays out; then
+#   it is tried again, so a server that comes back is used again within about
+#   two seconds. dead_timeout=0 would leave it "marked dead" for good, its
+#   keys failing forever, so it must stay above zero.
+_POOL_BEHAVIORS = {
+    "remove_failed": 1,
+    "dead_timeout": 1,
+}
+
+# Errors about the request itself: another server would answer the same.
+_REQUEST_ERRORS = (pylibmc.TooBig, pylibmc.BadKeyProvided, pylibmc.NotSupportedError, pylibmc.CacheMiss)
+
+# A failover is logged at most this often per process, so a dead server does
+# not write one line per web request.
+FAILOVER_WARNING_INTERVAL_S = 60.0
+_last_failover_warning = float("-inf")
+
 
 class CacheUnavailableError(Exception):
     """Raised when memcached cannot be reached, refuses, or does not answer in time."""
 
 
-def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) -> pylibmc.Client:
+def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) -> RawClient:
     """Build a memcached client for servers with bounded timeouts on every step."""
     behaviors = dict(_BASE_BEHAVIORS)
+    if len(servers) > 1:
+        behaviors.update(_POOL_BEHAVIORS)
     behaviors.update(
         {
             "connect_timeout": timeout_ms,
@@ -57,15 +93,25 @@ def confirmed_get(client: pylibmc.Client, key: str) -> bytes | None:
     libmemcached reports a read that timed out (a hung server) as a plain
     miss. It does mark the server failed when that happens, so a miss is
     asked a second time: a healthy server answers the second get in
-    microseconds, a failed one makes it raise at once. This is what keeps a
-    dead cache from looking like `warming`.
+    microseconds, a failed one makes it raise at once (one server) or be
+    ejected from the ring (a pool). This is what keeps a dead cache from
+    looking like `warming`.
+
+    In a pool, a key whose server failed is read from the server it hashes to
+    now: a value found there is shown, but a miss is not trusted while a
+    server is out of the ring, since the key may well be on the missing one.
     """
     try:
         value = client.get(key)
-        if value is None:
+        if value is None and not getattr(client, "confirms_misses", False):
             value = client.get(key)
     except pylibmc.Error as error:
         raise CacheUnavailableError(f"memcached get {key!r} failed: {error}") from error
+    if value is None and isinstance(client, RawClient) and client.recently_failed():
+        raise CacheUnavailableError(
+            f"memcached get {key!r} missed while a server of the pool is out after a failure;"
+            " the key may be on that server"
+        )
     if value is not None and not isinstance(value, bytes):
         value = str(value).encode("utf-8")
     return value
@@ -77,7 +123,77 @@ class RawClient(pylibmc.Client):
     pylibmc unpickles a value stored with its pickle flag; any other writer
     of a key could then run code in our process. Values here are always raw
     bytes, and decoding is left to the snapshot module.
+
+    In a pool, a get, gets, set, add, cas or delete that a failed server
+    breaks is made again, up to twice per server that may be down, so it
+    reaches the live server the key hashes to once libmemcached has ejected
+    the failed one. Making a call again is safe for what the protocol writes:
+    a snapshot `add` stores the same bytes under a key no one else writes and
+    is read back; a pointer `add` or `cas` that also reached the failed server
+    is one more copy that the next run's CAS moves forward; and the lease only
+    saves work, the pointer's CAS is what keeps two runs from going backwards.
     """
+
+    def __init__(self, servers, *args, **kwargs) -> None:
+        super().__init__(servers, *args, **kwargs)
+        # monotonic time of the last failed call, None if none
+        self.failed_at: float | None = None
+        # The ring ejects a dead server after two failed calls: the failure
+        # itself, then "marked dead" while it is rebuilt.
+        self._attempts = 1 + 2 * (len(self.addresses) - 1)
+        # A pool client asks every miss twice itself (see _read).
+        self.confirms_misses = len(self.addresses) > 1
+
+    def recently_failed(self) -> bool:
+        """Return True while a server that failed may still be out of this client's ring."""
+        if self.failed_at is None or len(self.addresses) < 2:
+            return False
+        # dead_timeout counts whole seconds, so the ejection can last up to a
+        # second longer than it says.
+        return time.monotonic() - self.failed_at < _POOL_BEHAVIORS["dead_timeout"] + 1
+
+    def _call(self, operation, key, *args, **kwargs):
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return operation(key, *args, **kwargs)
+            except _REQUEST_ERRORS:
+                raise
+            except pylibmc.Error as error:
+                self.failed_at = time.monotonic()
+                if attempt == self._attempts:
+                    raise
+                _warn_failover(operation.__name__, key, error, self.addresses)
+
+    def _read(self, operation, key, *args, **kwargs):
+        value = self._call(operation, key, *args, **kwargs)
+        missed = value is None or value == (None, None)
+        if missed and self.confirms_misses:
+            # A read that times out on a new connection (a hung server tried
+            # again after its time out of the ring) comes back as a plain
+            # miss, the server marked failed. Asked again, a healthy server
+            # answers the same; a failed one is ejected and the call moves on
+            # to the live server, so a writer never takes a hung server's
+            # silence for "no pointer yet".
+            value = self._call(operation, key, *args, **kwargs)
+        return value
+
+    def get(self, key, *args, **kwargs):
+        return self._read(super().get, key, *args, **kwargs)
+
+    def gets(self, key, *args, **kwargs):
+        return self._read(super().gets, key, *args, **kwargs)
+
+    def add(self, key, *args, **kwargs):
+        return self._call(super().add, key, *args, **kwargs)
+
+    def set(self, key, *args, **kwargs):
+        return self._call(super().set, key, *args, **kwargs)
+
+    def cas(self, key, *args, **kwargs):
+        return self._call(super().cas, key, *args, **kwargs)
+
+    def delete(self, key, *args, **kwargs):
+        return self._call(super().delete, key, *args, **kwargs)
 
     def serialize(self, value):
         if isinstance(value, str):
@@ -88,3 +204,13 @@ class RawClient(pylibmc.Client):
 
     def deserialize(self, data, flags):
         return data
+
+
+def _warn_failover(operation: str, key: str, error: Exception, servers: list[str]) -> None:
+    global _last_failover_warning
+    now = time.monotonic()
+    if now - _last_failover_warning >= FAILOVER_WARNING_INTERVAL_S:
+        _last_failover_warning = now
+        logger.warning(
+            "memcached %s %r failed (%s); trying the rest of the pool %s", operation, key, error, ",".join(servers)
+        )

@@ -1,7 +1,7 @@
 """The `users` and `listens` command groups: thin wrappers over the library.
 
-Write-side modules are imported inside the command bodies, so serving web
-requests never loads them.
+Write-side modules (members, publisher, warm) are imported inside the command
+bodies, so serving web requests never loads them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ import click
 from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
+
+from app import cache
+from app.snapshot import SnapshotInvalidError
+from app.snapshot import State
+from app.snapshot import decode_pointer
+from app.snapshot import legacy_keys
+from app.snapshot import pointer_key
+from app.snapshot import snapshot_key
 
 users = AppGroup("users", help="Manage the members whose listens are shown.")
 listens = AppGroup("listens", help="Operate the listens cache: status, warm, purge-legacy.")
@@ -112,44 +120,88 @@ def users_set_lastfm(name: str, lastfm_username: str) -> None:
 
 @listens.command("status")
 def listens_status() -> None:
-    """Show the published snapshot's state; exit 1 unless it is fresh or empty."""
-    from app import cache
-    from app import members
-    from app.snapshot import State
-    from app.snapshot import legacy_keys
-    from app.snapshot import pointer_key
+    """Show the published snapshot's state; exit 1 unless it is fresh or empty.
 
+    Monitoring can call it: exit 0 means fresh or empty, 1 means stale,
+    warming or unavailable. It reads memcached and, on the warm host, the
+    members database for the last run's summary; it writes neither.
+    """
     settings = _settings()
     now = datetime.now(timezone.utc)
     reading = current_app.extensions["listens"].reader.read(now)
     snapshot = reading.snapshot
+    state = reading.state.value + (f" ({reading.reason})" if reading.reason else "")
+    reachable = " reachable" if reading.reachable else " UNREACHABLE"
+    client = cache.connect(settings.memcached_servers)
     lines = [
-        ("state", reading.state.value),
-        ("memcached", ",".join(settings.memcached_servers) + (" reachable" if reading.reachable else " UNREACHABLE")),
-        ("pointer", pointer_key(settings.key_prefix)),
+        ("state", state),
+        ("memcached", ",".join(settings.memcached_servers) + reachable),
+        ("pointer", _describe_pointer(client, settings.key_prefix)),
         ("generation", str(reading.generation) if snapshot is not None else "-"),
         ("last updated", snapshot.last_updated.isoformat() if snapshot is not None else "-"),
         ("age", f"{reading.age_s:.0f} s" if reading.age_s is not None else "-"),
         ("tracks", str(len(snapshot.tracks)) if snapshot is not None else "-"),
+        ("snapshot", _describe_snapshot(client, settings.key_prefix, reading.generation)),
+        ("legacy keys", _describe_legacy_keys(client, settings.key_prefix)),
+        ("last run", _describe_last_run(settings.database)),
     ]
-    if reading.reachable:
-        client = cache.connect(settings.memcached_servers)
-        try:
-            present = [key for key in legacy_keys(settings.key_prefix) if cache.confirmed_get(client, key) is not None]
-            lines.append(("legacy keys", ", ".join(present) + " (remove with 'listens purge-legacy')" if present else "none"))
-        except cache.CacheUnavailableError as error:
-            lines.append(("legacy keys", f"unknown ({error})"))
-    if settings.database.exists():
-        connection = members.connect(settings.database)
-        try:
-            run = members.last_run(connection)
-        finally:
-            connection.close()
-        lines.append(("last run", f"{run['finished_at']} {run['summary']}" if run is not None else "none recorded"))
     for label, value in lines:
         click.echo(f"{label + ':':<14}{value}")
     if reading.state not in (State.FRESH, State.EMPTY):
         raise SystemExit(1)
+
+
+def _describe_pointer(client, prefix: str) -> str:
+    key = pointer_key(prefix)
+    try:
+        raw = cache.confirmed_get(client, key)
+    except cache.CacheUnavailableError as error:
+        return f"{key} unknown ({error})"
+    if raw is None:
+        return f"{key} missing"
+    try:
+        pointer = decode_pointer(raw)
+    except SnapshotInvalidError as error:
+        return f"{key} INVALID ({error})"
+    previous = pointer.previous if pointer.previous is not None else "-"
+    return f"{key} -> generation {pointer.generation}, previous {previous}"
+
+
+def _describe_snapshot(client, prefix: str, generation: int | None) -> str:
+    if generation is None:
+        return "-"
+    key = snapshot_key(prefix, generation)
+    try:
+        raw = cache.confirmed_get(client, key)
+    except cache.CacheUnavailableError as error:
+        return f"{key} unknown ({error})"
+    # The reader may show a snapshot it parsed earlier that memcached has evicted since.
+    return f"{key}, {len(raw)} bytes" if raw is not None else f"{key}, evicted since it was read"
+
+
+def _describe_legacy_keys(client, prefix: str) -> str:
+    try:
+        present = [key for key in legacy_keys(prefix) if cache.confirmed_get(client, key) is not None]
+    except cache.CacheUnavailableError as error:
+        return f"unknown ({error})"
+    return ", ".join(present) + " (remove with 'flask --app app listens purge-legacy')" if present else "none"
+
+
+def _describe_last_run(database) -> str:
+    from app import members
+
+    # Runs are recorded on the warm host; a web host has no database.
+    if not database.exists():
+        return f"none recorded here (no database at {str(database)!r}; runs are recorded on the warm host)"
+    try:
+        connection = members.connect(database)
+    except members.DatabaseError as error:
+        return f"unknown ({error})"
+    try:
+        run = members.last_run(connection)
+    finally:
+        connection.close()
+    return f"{run['finished_at']} {run['summary']}" if run is not None else "none recorded"
 
 
 @listens.command("warm")
@@ -171,7 +223,6 @@ def listens_warm() -> None:
 @listens.command("purge-legacy")
 def listens_purge_legacy() -> None:
     """Delete the old system's cache keys (never read as data)."""
-    from app import cache
     from app import publisher
 
     settings = _settings()

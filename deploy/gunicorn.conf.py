@@ -6,6 +6,7 @@ between hosts is an environment variable, not an edit to this file.
 
 from __future__ import annotations
 
+import logging
 import os
 
 wsgi_app = "app:create_app()"
@@ -44,6 +45,44 @@ max_requests_jitter = 1000
 # Access and error logs on stdout/stderr, where systemd sends them to journald.
 accesslog = "-"
 errorlog = "-"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Format a record on one line: a traceback's line breaks become a literal \\n.
+
+    journald makes one entry per line it reads, so a multi-line traceback would
+    turn into dozens of entries that no longer say which event they belong to.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
+# One key=value line per event, like the warm job's (app/warm.py); journald
+# adds the time, so the line does not. Without this, the app's own warnings
+# (app.reader: an invalid snapshot, memcached unavailable) reach stderr through
+# Python's last-resort handler as a bare message, without level or logger.
+# The access log becomes key=value too; gunicorn escapes quotes inside values.
+_LINE = "level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"()": OneLineFormatter, "fmt": _LINE}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"},
+        "stdout": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"},
+    },
+    # The app's loggers (app.reader, app.cache, Flask's "app") propagate here.
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+    },
+}
+access_log_format = (
+    'remote=%(h)s forwarded_for="%({x-forwarded-for}i)s" method=%(m)s path="%(U)s" query="%(q)s"'
+    ' status=%(s)s bytes=%(B)s duration_ms=%(M)s agent="%(a)s"'
+)
 
 # gunicorn 25.1+ opens a gunicornc control socket in $XDG_RUNTIME_DIR or
 # ~/.gunicorn/ by default. We manage the server with systemctl (HUP to

@@ -11,6 +11,9 @@ done
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 # The browser tests drive Debian's Chromium; a browser is never downloaded.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/ops: systemd-analyze verifies the units offline; install.sh runs useradd --prefix.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)
 for package in libmemcached-dev zlib1g-dev gcc; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done

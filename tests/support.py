@@ -103,7 +103,19 @@ class MemcachedProcess:
         assert memcached_command("flush_all", self.address).startswith("OK")
 
     def pause(self) -> None:
+        """SIGSTOP memcached and wait until every thread of it has stopped.
+
+        The kernel still accepts connections, and nothing answers. kill()
+        returns before the signal has stopped the threads, and one of them
+        could still answer the next request.
+        """
         os.kill(self.process.pid, signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+
+        def stopped() -> bool:
+            return all((task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir())
+
+        wait_until(stopped, 5, f"memcached {self.address} stopped by SIGSTOP")
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)

@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# Install, upgrade or roll back listens on this machine (deploy/README.md).
+#
+#   sudo deploy/install.sh [--version VERSION]     from a checkout: install or upgrade
+#   sudo /opt/listens/app/deploy/install.sh --rollback
+#
+# What it does, every step safe to repeat:
+#   - creates the system user "listens" (no shell, no login) if it is missing;
+#   - copies the code into /opt/listens/releases/VERSION (root-owned; the
+#     services only read it) and compiles its bytecode, which the services
+#     cannot write under ProtectSystem=strict;
+#   - creates /opt/listens/venv if missing and installs requirements.txt;
+#   - switches /opt/listens/app to the new release with one atomic rename,
+#     and points /opt/listens/previous at the release it replaced;
+#   - installs the units into /etc/systemd/system, and /etc/listens/listens.env
+#     from the example only when it does not exist (it holds the API key:
+#     never overwritten, root:listens 0640);
+#   - creates /var/lib/listens (members database and lock), listens-only;
+#   - prints the next steps. It enables and starts nothing: the settings need
+#     the API key first, and a reload is the sysadmin's call.
+#
+# Environment:
+#   DESTDIR           install into this staging root instead of /: everything is
+#                     written under it, the user is added to $DESTDIR/etc/passwd
+#                     with `useradd --prefix` (as root; otherwise only printed),
+#                     and systemctl is never run. CI checks the units this way.
+#   PREFIX            where the code and venv go (default /opt/listens); the
+#                     units are rewritten to match.
+#   PYTHON            the interpreter the venv is built from (default python3).
+#   PIP_INSTALL_ARGS  extra pip arguments, e.g. "--no-index --find-links /srv/wheels"
+#                     on a host without access to PyPI.
+set -euo pipefail
+umask 022
+
+readonly SERVICE_USER=listens
+readonly DEFAULT_PREFIX=/opt/listens
+# What a release needs at run time; never the checkout's .venv, instance/ or .git.
+readonly RELEASE_CONTENT=(app scripts deploy docs requirements.txt README.md)
+
+usage() {
+    # The comment block at the top of this file.
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p;}' "$0"
+}
+
+log() {
+    printf '%s\n' "$*"
+}
+
+die() {
+    printf 'install.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Every command that changes the machine is echoed first, so the output is a
+# record of what was done.
+run() {
+    printf '+ %s\n' "$*"
+    "$@"
+}
+
+VERSION=""
+ROLLBACK=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --version)
+            [ $# -ge 2 ] || die "--version needs a value, e.g. --version 2026.12.01"
+            VERSION=$2
+            shift 2
+            ;;
+        --version=*)
+            VERSION=${1#*=}
+            shift
+            ;;
+        --rollback)
+            ROLLBACK=1
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            die "unknown argument '$1'; see $0 --help"
+            ;;
+    esac
+done
+
+DESTDIR=${DESTDIR:-}
+DESTDIR=${DESTDIR%/}
+PREFIX=${PREFIX:-$DEFAULT_PREFIX}
+PREFIX=${PREFIX%/}
+PYTHON=${PYTHON:-python3}
+read -r -a PIP_ARGS <<<"${PIP_INSTALL_ARGS:-}"
+SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+
+case "$DESTDIR" in
+    "" | /*) ;;
+    *) die "DESTDIR must be an absolute path, not '$DESTDIR'" ;;
+esac
+case "$PREFIX" in
+    /?*) ;;
+    *) die "PREFIX must be an absolute path such as $DEFAULT_PREFIX, not '$PREFIX'" ;;
+esac
+IS_ROOT=0
+if [ "$(id -u)" -eq 0 ]; then
+    IS_ROOT=1
+fi
+if [ -z "$DESTDIR" ] && [ $IS_ROOT -eq 0 ]; then
+    die "run as root (sudo $0), or set DESTDIR to install into a staging root"
+fi
+
+TOP="$DESTDIR$PREFIX"
+RELEASES="$TOP/releases"
+APP="$TOP/app"
+PREVIOUS="$TOP/previous"
+VENV="$TOP/venv"
+ETC="$DESTDIR/etc/listens"
+UNIT_DIR="$DESTDIR/etc/systemd/system"
+STATE="$DESTDIR/var/lib/listens"
+USER_ID=""
+GROUP_ID=""
+STAGE=""
+trap 'if [ -n "$STAGE" ]; then rm -rf "$STAGE"; fi' EXIT
+
+if [ -n "$DESTDIR" ]; then
+    log "DESTDIR=$DESTDIR: installing into a staging root; nothing outside it is changed and systemctl is not run"
+fi
+mkdir -p "$RELEASES"
+# Two installs at once would race on the symlinks and the venv.
+exec 9>"$TOP/.install.lock"
+flock -n 9 || die "another install.sh is running on $TOP"
+
+ensure_user() {
+    local useradd=(useradd --system --user-group --home-dir /var/lib/listens --no-create-home --shell /usr/sbin/nologin)
+    if [ -z "$DESTDIR" ]; then
+        if ! getent passwd "$SERVICE_USER" >/dev/null; then
+            run "${useradd[@]}" "$SERVICE_USER"
+        fi
+        USER_ID=$(id -u "$SERVICE_USER")
+        GROUP_ID=$(getent group "$SERVICE_USER" | cut -d: -f3)
+    elif [ $IS_ROOT -eq 1 ]; then
+        mkdir -p "$DESTDIR/etc"
+        if ! grep -q "^$SERVICE_USER:" "$DESTDIR/etc/passwd" 2>/dev/null; then
+            run "${useradd[@]}" --prefix "$DESTDIR" "$SERVICE_USER"
+        fi
+        USER_ID=$(awk -F: -v name="$SERVICE_USER" '$1 == name { print $3 }' "$DESTDIR/etc/passwd")
+        GROUP_ID=$(awk -F: -v name="$SERVICE_USER" '$1 == name { print $3 }' "$DESTDIR/etc/group")
+    else
+        log "not root: user $SERVICE_USER not created and no file handed to it; as root this runs:"
+        log "  ${useradd[*]} --prefix $DESTDIR $SERVICE_USER"
+    fi
+}
+
+default_version() {
+    local git=(git -c "safe.directory=$SOURCE" -C "$SOURCE")
+    if "${git[@]}" rev-parse --git-dir >/dev/null 2>&1; then
+        local described
+        described=$("${git[@]}" describe --tags --always)
+        # Uncommitted changes get a time stamp: two different dirty trees must
+        # never share a release name.
+        if [ -n "$("${git[@]}" status --porcelain --untracked-files=no)" ]; then
+            described="$described-dirty.$(date -u +%Y%m%d%H%M%S)"
+        fi
+        printf '%s\n' "$described"
+    else
+        date -u +%Y%m%d.%H%M%S
+    fi
+}
+
+source_commit() {
+    git -c "safe.directory=$SOURCE" -C "$SOURCE" rev-parse HEAD 2>/dev/null || echo unknown
+}
+
+# Copy the release into place; an existing release of that name is kept when
+# identical, replaced when it is not the current one, and never touched when
+# it is (the services run it).
+install_release() {
+    local target="$RELEASES/$VERSION" current item
+    current=$(readlink "$APP" 2>/dev/null || true)
+    STAGE="$RELEASES/.staging.$VERSION.$$"
+    mkdir "$STAGE"
+    for item in "${RELEASE_CONTENT[@]}"; do
+        if [ -e "$SOURCE/$item" ]; then
+            cp -R "$SOURCE/$item" "$STAGE/"
+        fi
+    done
+    if [ ! -f "$STAGE/requirements.txt" ] || [ ! -f "$STAGE/app/__init__.py" ]; then
+        die "$SOURCE is not a listens checkout (no app/__init__.py or requirements.txt)"
+    fi
+    find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
+    chmod -R u=rwX,go=rX "$STAGE"
+    printf 'version=%s\ncommit=%s\n' "$VERSION" "$(source_commit)" >"$STAGE/RELEASE"
+    if [ -d "$target" ]; then
+        if diff -r -q -x __pycache__ "$STAGE" "$target" >/dev/null; then
+            log "release $VERSION is already installed and unchanged"
+            rm -rf "$STAGE"
+            STAGE=""
+            return
+        fi
+        if [ "$current" = "releases/$VERSION" ]; then
+            die "release $VERSION is the current one and $SOURCE differs from it; install under a new name with --version"
+        fi
+        run rm -rf "$target"
+    fi
+    run mv "$STAGE" "$target"
+    STAGE=""
+}
+
+install_requirements() {
+    local release=$1
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
+            || die "$PYTHON cannot create a virtualenv: apt-get install python3-venv (or set PYTHON)"
+        run "$PYTHON" -m venv "$VENV"
+    fi
+    run "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet "${PIP_ARGS[@]}" \
+        -r "$release/requirements.txt"
+}
+
+compile_release() {
+    local release=$1 compile=("$VENV/bin/python" -m compileall -q)
+    # Record the paths the code will have on the target, not the staging root's.
+    if [ -n "$DESTDIR" ]; then
+        compile+=(-s "$DESTDIR" -p /)
+    fi
+    run "${compile[@]}" "$release"
+}
+
+# Point app at releases/NAME with one rename(2), so nothing ever sees it
+# missing; previous keeps the release it pointed at for --rollback.
+switch_to() {
+    local new=$1 old
+    old=$(readlink "$APP" 2>/dev/null || true)
+    if [ -e "$APP" ] && [ ! -L "$APP" ]; then
+        die "$APP is not a symlink; move it aside (it is not managed by install.sh)"
+    fi
+    if [ "$old" = "$new" ]; then
+        return
+    fi
+    run ln -sfn "$new" "$APP.new"
+    run mv -T "$APP.new" "$APP"
+    if [ -n "$old" ]; then
+        run ln -sfn "$old" "$PREVIOUS.new"
+        run mv -T "$PREVIOUS.new" "$PREVIOUS"
+    fi
+}
+
+UNITS_CHANGED=0
+install_units() {
+    local release=$1 unit name rendered
+    mkdir -p "$UNIT_DIR"
+    for unit in "$release"/deploy/systemd/*; do
+        name=$(basename "$unit")
+        # The units name /opt/listens; another PREFIX is written into them.
+        rendered=$(sed "s|$DEFAULT_PREFIX/|$PREFIX/|g" "$unit")
+        if [ ! -f "$UNIT_DIR/$name" ] || [ "$rendered" != "$(cat "$UNIT_DIR/$name")" ]; then
+            log "+ install -m 0644 $name $UNIT_DIR/"
+            printf '%s\n' "$rendered" >"$UNIT_DIR/$name.new"
+            chmod 0644 "$UNIT_DIR/$name.new"
+            mv -f "$UNIT_DIR/$name.new" "$UNIT_DIR/$name"
+            UNITS_CHANGED=1
+        fi
+    done
+}
+
+ENV_CREATED=0
+install_settings() {
+    local release=$1 example="$1/deploy/listens.env.example" mode
+    run install -d -m 0755 "$ETC"
+    if [ -e "$ETC/listens.env" ]; then
+        log "kept $ETC/listens.env as it is; new settings are listed in $ETC/listens.env.example"
+        mode=$(stat -c %a "$ETC/listens.env")
+        case "$mode" in
+            600 | 640) ;;
+            *) log "warning: $ETC/listens.env has mode $mode but holds the API key: chmod 0640 it" >&2 ;;
+        esac
+    elif [ -n "$GROUP_ID" ]; then
+        run install -m 0640 -o 0 -g "$GROUP_ID" "$example" "$ETC/listens.env"
+        ENV_CREATED=1
+    else
+        run install -m 0640 "$example" "$ETC/listens.env"
+        ENV_CREATED=1
+    fi
+    run install -m 0644 "$example" "$ETC/listens.env.example"
+    if [ -n "$USER_ID" ]; then
+        run install -d -m 0700 -o "$USER_ID" -g "$GROUP_ID" "$STATE"
+    else
+        run install -d -m 0700 "$STATE"
+    fi
+}
+
+reload_units() {
+    if [ $UNITS_CHANGED -eq 0 ]; then
+        return
+    fi
+    if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+        run systemctl daemon-reload
+    else
+        log "units changed: run 'systemctl daemon-reload' on the target"
+    fi
+}
+
+if [ $ROLLBACK -eq 1 ]; then
+    [ -z "$VERSION" ] || die "--rollback goes back to $PREVIOUS; it takes no --version"
+    back=$(readlink "$PREVIOUS" 2>/dev/null) || die "no previous release recorded ($PREVIOUS is missing)"
+    [ -d "$TOP/$back" ] || die "the previous release $TOP/$back is gone"
+    [ -x "$VENV/bin/python" ] || die "no virtualenv at $VENV; install first"
+    left=$(readlink "$APP")
+    switch_to "$back"
+    # One venv serves every release: put back the versions this one pinned.
+    install_requirements "$TOP/$back"
+    install_units "$TOP/$back"
+    reload_units
+    log ""
+    log "Rolled back: $PREFIX/app -> $back (was $left, kept as $PREFIX/previous)."
+    log "Next steps:"
+    log "  systemctl reload listens-web    # workers restart on the old code; the timer's next run uses it too"
+    log "  If the newer release changed the members database, restore its backup (deploy/README.md, Rollback)."
+    exit 0
+fi
+
+if [ -z "$VERSION" ]; then
+    VERSION=$(default_version)
+fi
+[[ "$VERSION" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
+    || die "version '$VERSION' must be letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+
+before=$(readlink "$APP" 2>/dev/null || true)
+log "installing listens $VERSION from $SOURCE into $TOP"
+ensure_user
+install_release
+install_requirements "$RELEASES/$VERSION"
+compile_release "$RELEASES/$VERSION"
+switch_to "releases/$VERSION"
+install_units "$RELEASES/$VERSION"
+install_settings "$RELEASES/$VERSION"
+reload_units
+
+log ""
+if [ -z "$before" ]; then
+    log "Installed listens $VERSION: $PREFIX/app -> releases/$VERSION."
+    log "Next steps (deploy/README.md walks through each):"
+    log "  1. Put LASTFM_API_KEY (and LISTENS_MEMCACHED, if memcached runs elsewhere) in /etc/listens/listens.env"
+    log "  2. memcached on this host, loopback only, UDP off:"
+    log "       install -m 0644 $PREFIX/app/deploy/memcached.conf /etc/memcached.conf && systemctl restart memcached"
+    log "  3. systemctl enable --now listens-web.service listens-warm.timer"
+    log "  4. Add members as the listens user (deploy/README.md, Members), then run the first warm:"
+    log "       systemctl start listens-warm.service && journalctl -u listens-warm -n 5"
+    log "  5. Check: curl -s http://127.0.0.1:8000/healthz, and 'listens status' (deploy/README.md)"
+elif [ "$before" = "releases/$VERSION" ]; then
+    log "listens $VERSION was already the current release; nothing to reload."
+else
+    log "Upgraded listens: $PREFIX/app -> releases/$VERSION (was $before, kept as $PREFIX/previous)."
+    log "Next steps:"
+    log "  systemctl reload listens-web    # graceful: new workers on the new code; restart instead if"
+    log "                                  # the units, /etc/listens/listens.env or gunicorn changed"
+    log "  The timer's next warm run uses the new code by itself."
+    log "  To go back: $PREFIX/app/deploy/install.sh --rollback"
+fi
+if [ $ENV_CREATED -eq 1 ]; then
+    log "Created /etc/listens/listens.env from the example (root:$SERVICE_USER 0640): set LASTFM_API_KEY in it."
+fi

@@ -1,0 +1,250 @@
+"""`flask --app app listens status|warm|purge-legacy` through Flask's CliRunner, against a real memcached."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import pytest
+
+from app import cache
+from app import create_app
+from app import members
+from app import publisher
+from app.snapshot import Snapshot
+from app.snapshot import Track
+from app.snapshot import generation_from
+from app.snapshot import legacy_keys
+from app.snapshot import pointer_key
+from app.snapshot import snapshot_key
+from tests.integration.lastfm_stub import LastfmStub
+from tests.integration.lastfm_stub import recent_payload
+from tests.support import MemcachedProcess
+from tests.support import memcached_command
+
+pytestmark = pytest.mark.ops
+
+PREFIX = "user-listens"
+
+
+@pytest.fixture
+def stub():
+    with LastfmStub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo `listens warm`'s logging set-up, which points the root logger at the runner's stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def add_members(settings, *names: str) -> None:
+    connection = members.connect(settings.database)
+    try:
+        for name in names:
+            members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
+    finally:
+        connection.close()
+
+
+def answer_everyone(stub: LastfmStub, *names: str) -> None:
+    played = datetime.now(timezone.utc) - timedelta(minutes=3)
+    for name in names:
+        stub.answers[name] = recent_payload(name, "Low", "Words", played=played)
+
+
+def publish(settings, *, age: timedelta, tracks: int = 1) -> Snapshot:
+    """Publish a snapshot whose newest fetch is age old, as the warm job would."""
+    now = datetime.now(timezone.utc)
+    updated = now - age
+    track = Track(
+        username="alice",
+        lastfm_username="alice",
+        artist="Low",
+        album="Things We Lost in the Fire",
+        track="Sunflower",
+        url="https://www.last.fm/music/Low/_/Sunflower",
+        image="",
+        played_at=updated,
+        now_playing=False,
+        fetched_at=updated,
+    )
+    snapshot = Snapshot(generation=generation_from(updated), last_updated=updated, tracks=(track,) * tracks, stats={})
+    client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
+    assert publisher.publish_snapshot(client, PREFIX, snapshot, expiry_s=3600) == publisher.PublishOutcome.PUBLISHED
+    return snapshot
+
+
+def status_fields(output: str) -> dict[str, str]:
+    fields = {}
+    for line in output.splitlines():
+        label, separator, value = line.partition(":")
+        if separator:
+            fields[label] = value.strip()
+    return fields
+
+
+def stored_bytes(address: str, key: str) -> int:
+    header = memcached_command(f"get {key}", address).split("\r\n", 1)[0]
+    return int(header.split()[3])
+
+
+def test_warm_then_status_exits_0_and_reports_the_published_snapshot(
+    runner, memcached, settings, stub, restore_logging
+):
+    add_members(settings, "alice", "bob", "carol")
+    answer_everyone(stub, "alice", "bob", "carol")
+
+    warm = runner.invoke(args=["listens", "warm"])
+    status = runner.invoke(args=["listens", "status"])
+
+    assert warm.exit_code == 0, warm.output
+    summary = [line for line in warm.stderr.splitlines() if "warm outcome=" in line]
+    assert len(summary) == 1 and "outcome=published" in summary[0]
+    generation = int(re.search(r" generation=(\d+)", summary[0]).group(1))
+    assert status.exit_code == 0, status.output
+    fields = status_fields(status.stdout)
+    assert fields["state"] == "fresh"
+    assert fields["memcached"] == f"{memcached.address} reachable"
+    assert fields["pointer"] == f"{pointer_key(PREFIX)} -> generation {generation}, previous -"
+    assert fields["generation"] == str(generation)
+    assert fields["tracks"] == "3"
+    assert re.fullmatch(r"\d+ s", fields["age"])
+    size = stored_bytes(memcached.address, snapshot_key(PREFIX, generation))
+    assert fields["snapshot"] == f"{snapshot_key(PREFIX, generation)}, {size} bytes"
+    assert fields["legacy keys"] == "none"
+    assert f"warm outcome=published generation={generation} members=3 fetched=3" in fields["last run"]
+
+
+def test_status_exits_0_when_empty(runner, memcached, settings):
+    publish(settings, age=timedelta(minutes=1), tracks=0)
+
+    result = runner.invoke(args=["listens", "status"])
+
+    assert result.exit_code == 0, result.output
+    assert status_fields(result.stdout)["state"] == "empty"
+
+
+def test_status_exits_1_when_stale(runner, memcached, settings):
+    snapshot = publish(settings, age=timedelta(hours=2))
+
+    result = runner.invoke(args=["listens", "status"])
+
+    assert result.exit_code == 1
+    fields = status_fields(result.stdout)
+    assert fields["state"] == "stale"
+    assert fields["generation"] == str(snapshot.generation)
+    assert 7190 <= int(fields["age"].split()[0]) <= 7260
+
+
+def test_status_exits_1_when_warming(runner, memcached, settings):
+    result = runner.invoke(args=["listens", "status"])
+
+    assert result.exit_code == 1
+    fields = status_fields(result.stdout)
+    assert fields["state"].startswith("warming")
+    assert fields["pointer"] == f"{pointer_key(PREFIX)} missing"
+    assert fields["snapshot"] == "-" and fields["tracks"] == "-"
+
+
+def test_status_exits_1_when_memcached_refuses(runner, settings):
+    # Without the memcached fixture, settings name 127.0.0.1:1, where nothing listens.
+    result = runner.invoke(args=["listens", "status"])
+
+    assert result.exit_code == 1
+    fields = status_fields(result.stdout)
+    assert fields["state"].startswith("unavailable")
+    assert fields["memcached"] == "127.0.0.1:1 UNREACHABLE"
+    assert fields["pointer"].startswith(f"{pointer_key(PREFIX)} unknown")
+    assert fields["legacy keys"].startswith("unknown")
+
+
+def test_status_exits_1_quickly_when_memcached_hangs(settings):
+    server = MemcachedProcess().start()
+    try:
+        hung = dataclasses.replace(settings, memcached_servers=(server.address,))
+        publish(hung, age=timedelta(minutes=1))
+        runner = create_app(hung).test_cli_runner()
+        server.pause()
+        started = time.monotonic()
+        result = runner.invoke(args=["listens", "status"])
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+
+    assert result.exit_code == 1
+    assert status_fields(result.stdout)["state"].startswith("unavailable")
+    assert elapsed < 3
+
+
+def test_status_reports_legacy_keys_and_purge_legacy_deletes_only_them(runner, memcached, settings):
+    snapshot = publish(settings, age=timedelta(minutes=1))
+    for key in legacy_keys(PREFIX):
+        assert memcached_command(f"set {key} 0 0 2\r\n[]", memcached.address).startswith("STORED")
+
+    before = runner.invoke(args=["listens", "status"])
+    purge = runner.invoke(args=["listens", "purge-legacy"])
+    again = runner.invoke(args=["listens", "purge-legacy"])
+    after = runner.invoke(args=["listens", "status"])
+
+    assert before.exit_code == 0, before.output
+    assert status_fields(before.stdout)["legacy keys"] == (
+        f"{PREFIX}:recent, {PREFIX}:v2:recent (remove with 'flask --app app listens purge-legacy')"
+    )
+    assert purge.exit_code == 0 and purge.stdout.strip() == f"deleted {PREFIX}:recent, {PREFIX}:v2:recent"
+    assert again.exit_code == 0 and again.stdout.strip() == "no legacy keys found"
+    assert after.exit_code == 0 and status_fields(after.stdout)["legacy keys"] == "none"
+    for key in legacy_keys(PREFIX):
+        assert memcached_command(f"get {key}", memcached.address) == "END\r\n"
+    assert status_fields(after.stdout)["generation"] == str(snapshot.generation)
+    assert memcached_command(f"get {pointer_key(PREFIX)}", memcached.address).startswith("VALUE")
+
+
+def test_purge_legacy_exits_1_when_memcached_refuses(runner, settings):
+    result = runner.invoke(args=["listens", "purge-legacy"])
+
+    assert result.exit_code == 1
+    assert "memcached failed purging" in result.output
+
+
+def test_status_shows_last_run_summary_when_last_run_failed(runner, memcached, settings, stub, restore_logging):
+    add_members(settings, "alice", "bob")
+    stub.fail_everyone()
+
+    warm = runner.invoke(args=["listens", "warm"])
+    status = runner.invoke(args=["listens", "status"])
+
+    assert warm.exit_code == 1
+    assert status.exit_code == 1
+    last_run = status_fields(status.stdout)["last run"]
+    assert "warm outcome=failed" in last_run and "failed=2" in last_run and "exit=1" in last_run
+
+
+def test_status_says_where_runs_are_recorded_when_no_database(runner, memcached, settings):
+    publish(settings, age=timedelta(minutes=1))
+
+    result = runner.invoke(args=["listens", "status"])
+
+    assert result.exit_code == 0, result.output
+    assert status_fields(result.stdout)["last run"].startswith("none recorded here (no database at")
+    assert not settings.database.exists()
+
+
+def test_warm_exits_2_without_api_key_for_the_real_lastfm(settings):
+    real = dataclasses.replace(settings, lastfm_api_key=None, lastfm_url="https://ws.audioscrobbler.com/2.0/")
+    app = create_app(real)
+
+    result = app.test_cli_runner().invoke(args=["listens", "warm"])
+
+    assert result.exit_code == 2
+    assert "LASTFM_API_KEY is not set" in result.output
