@@ -26,7 +26,10 @@ LASTFM_PAGE_HOSTS = frozenset({"www.last.fm", "last.fm", "m.last.fm"})
 LASTFM_IMAGE_HOSTS = frozenset({"lastfm.freetls.fastly.net", "lastfm-img2.akamaized.net"})
 LASTFM_IMAGE_HOST_SUFFIXES = (".last.fm", ".lastfm.com", ".lst.fm")
 
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates (a JSON "\ud800" escape decodes to one) cannot be encoded
+# as UTF-8: kept, they would break the snapshot's encoding or the page's.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class State(enum.Enum):
@@ -223,7 +226,8 @@ def _load_json(raw: object, what: str) -> object:
     _require(isinstance(raw, bytes), f"{what} is a {type(raw).__name__}, not bytes")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # Deeply nested arrays make the decoder raise RecursionError.
         raise SnapshotInvalidError(f"{what} is not JSON ({error.__class__.__name__})") from error
 
 
@@ -260,6 +264,10 @@ def _decode_track(data: object, index: int) -> Track:
     _require(isinstance(data, dict), f"{where} is not an object")
     for field in _TEXT_FIELDS:
         _require(isinstance(data.get(field), str), f"{where}.{field} is not a string")
+        _require(not _SURROGATES.search(data[field]), f"{where}.{field} is not valid Unicode (a lone surrogate)")
+    # The warm job stores only sanitised links; anything else was not written by it.
+    _require(data["url"] == safe_page_url(data["url"]), f"{where}.url is not an https link on Last.fm")
+    _require(data["image"] == safe_image_url(data["image"]), f"{where}.image is not an https image on Last.fm")
     _require(data["username"] != "" and data["lastfmUsername"] != "", f"{where} has an empty username")
     _require(isinstance(data.get("nowPlaying"), bool), f"{where}.nowPlaying is not a boolean")
     played = data.get("playedAt")
