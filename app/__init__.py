@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from settings (default: the environment)."""
     app = Flask(__name__)
     settings = settings if settings is not None else load_settings()
-    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s)
+    reader = SnapshotReader(
+        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=settings.pointer_recheck_s
+    )
     app.extensions["listens"] = Listens(settings, reader)
 
     from app import cli

@@ -63,12 +63,19 @@ class SnapshotReader:
         prefix: str,
         fresh_s: int,
         *,
+        recheck_s: float = 0.0,
         connect: Callable[[tuple[str, ...]], object] = cache.connect,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._servers = servers
         self._prefix = prefix
         self._fresh_s = fresh_s
+        self._recheck_s = recheck_s
         self._connect = connect
+        self._clock = clock
+        # (clock() when memcached was last asked, what it said); replaced
+        # whole, so threads never see half of it.
+        self._last: tuple[float, Reading] | None = None
         self._local = threading.local()
         # generation -> parsed snapshot; at most the current and the previous.
         self._memo: dict[int, Snapshot] = {}
@@ -94,7 +101,36 @@ class SnapshotReader:
             logger.warning(template, key, reason)
 
     def read(self, now: datetime) -> Reading:
-        """Return the state and snapshot to show at now (an aware datetime)."""
+        """Return the state and snapshot to show at now (an aware datetime).
+
+        Within recheck_s of the last time memcached was asked, its answer is
+        reused without a round trip (only the state's age moves on with now):
+        the page may trail a publish by that long, never show a mix of two.
+        """
+        last = self._last
+        if last is not None and self._clock() - last[0] < self._recheck_s:
+            return self._aged(last[1], now)
+        checked_at = self._clock()
+        reading = self._ask(now)
+        self._last = (checked_at, reading)
+        return reading
+
+    def _aged(self, reading: Reading, now: datetime) -> Reading:
+        if reading.snapshot is None:
+            return reading
+        return self._reading_for(reading.snapshot, now)
+
+    def _reading_for(self, snapshot: Snapshot, now: datetime) -> Reading:
+        age_s = max(0.0, (now - snapshot.last_updated).total_seconds())
+        if not snapshot.tracks:
+            state = State.EMPTY
+        elif age_s <= self._fresh_s:
+            state = State.FRESH
+        else:
+            state = State.STALE
+        return Reading(state, snapshot, age_s)
+
+    def _ask(self, now: datetime) -> Reading:
         started = time.monotonic()
         try:
             return self._read(self._client(), now)
@@ -129,14 +165,7 @@ class SnapshotReader:
             # Evicted data is restored by the next warm run; invalid data is not.
             state = State.WARMING if reason == "evicted" else State.UNAVAILABLE
             return Reading(state, reason=f"snapshot {reason}")
-        age_s = max(0.0, (now - snapshot.last_updated).total_seconds())
-        if not snapshot.tracks:
-            state = State.EMPTY
-        elif age_s <= self._fresh_s:
-            state = State.FRESH
-        else:
-            state = State.STALE
-        return Reading(state, snapshot, age_s)
+        return self._reading_for(snapshot, now)
 
     def _snapshot_for(self, client, pointer: Pointer) -> tuple[Snapshot | None, str]:
         """Return the pointer's snapshot, else the previous generation's, with why neither was usable."""

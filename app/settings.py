@@ -51,6 +51,7 @@ class Settings:
     rate: float = 5.0
     deadline_s: float = 240.0
     max_poll_interval_s: int = 3600
+    pointer_recheck_s: float = 0.5
 
     @property
     def lock_path(self) -> Path:
@@ -165,6 +166,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, minimum, maximum)
     if (raw := get("LISTENS_RATE")) is not None:
         values["rate"] = _parse_float("LISTENS_RATE", raw, 0, 1000)
+    if (raw := get("LISTENS_POINTER_RECHECK_SECONDS")) is not None:
+        values["pointer_recheck_s"] = _parse_float("LISTENS_POINTER_RECHECK_SECONDS", raw, 0, 60)
     if (raw := get("LISTENS_DEADLINE_SECONDS")) is not None:
         values["deadline_s"] = _parse_float("LISTENS_DEADLINE_SECONDS", raw, 1, 3600)
     return Settings(**values)

@@ -8,6 +8,7 @@ Views only read (through app.reader); they never import the write side.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from datetime import timezone
 from pathlib import Path
@@ -20,8 +21,11 @@ from flask import jsonify
 from flask import render_template
 from flask import request
 from flask import url_for
+from werkzeug.datastructures import Headers
+from werkzeug.http import http_date
 
 from app import filters
+from app.errors import SECURITY_HEADERS
 from app.reader import Reading
 from app.snapshot import SCHEMA_VERSION
 from app.snapshot import State
@@ -39,34 +43,112 @@ PUBLIC_CACHE = "public, max-age=15, stale-while-revalidate=30"
 STATIC_CACHE = "public, max-age=31536000, immutable"
 
 
+class _CheckedHeaders(Headers):
+    """A copy of Headers whose values werkzeug checked when they were added.
+
+    Headers(other) checks every value again. A memoised page is served with
+    the same nine headers each time, and checking them twice per request
+    cost more than the rest of the view (bench/web_bench.py).
+    """
+
+    def __init__(self, checked: Headers) -> None:
+        super().__init__()
+        self._list = list(checked._list)
+
+
+class _RenderedResponse(Response):
+    """A response of a Rendered: 200 with a body, or 304."""
+
+    def get_wsgi_headers(self, environ) -> Headers:
+        if self.status_code == 200:
+            # werkzeug's version copies (and re-checks) the headers to fix
+            # Location and Content-Length: ours has no Location, and its
+            # Content-Length was set with the body.
+            return _CheckedHeaders(self.headers)
+        return super().get_wsgi_headers(environ)
+
+
+class Rendered:
+    """A response body rendered once and served until its key changes, with its validators."""
+
+    __slots__ = ("key", "body", "etag", "headers")
+
+    def __init__(self, key: tuple, body: bytes, mimetype: str, last_modified: datetime | None) -> None:
+        self.key = key
+        self.body = body
+        self.etag = hashlib.sha256(body).hexdigest()[:20]
+        headers = [("Content-Type", mimetype), ("Cache-Control", PUBLIC_CACHE), ("ETag", f'"{self.etag}"')]
+        if last_modified is not None:
+            headers.append(("Last-Modified", http_date(last_modified)))
+        # Security headers here too, so errors.add_security_headers has nothing to add.
+        headers.extend(SECURITY_HEADERS.items())
+        self.headers = Headers(headers)
+
+    def respond(self) -> Response:
+        # DESIGN §3 read: a snapshot never changes, so what was rendered from
+        # it is served again as long as nothing it shows has changed.
+        if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(self.etag):
+            not_modified = _CheckedHeaders(self.headers)
+            not_modified.remove("Content-Type")
+            return _RenderedResponse(status=304, headers=not_modified)
+        return _RenderedResponse(self.body, headers=_CheckedHeaders(self.headers))
+
+
 def _read() -> tuple[Reading, datetime, int]:
     listens = current_app.extensions["listens"]
     now = datetime.now(timezone.utc)
     return listens.reader.read(now), now, listens.settings.items
 
 
+def _memoised(name: str, key: tuple, render) -> Rendered:
+    """Return the memo slot name's Rendered for key, rendering it only when the key changed."""
+    memo = current_app.extensions["listens_rendered"]
+    rendered = memo.get(name)
+    if rendered is None or rendered.key != key:
+        rendered = render()
+        memo[name] = rendered
+    return rendered
+
+
 @bp.get("/")
 def home() -> Response:
     reading, now, items = _read()
-    tracks = reading.snapshot.tracks[:items] if reading.snapshot is not None else ()
-    html = render_template("home.html", reading=reading, tracks=tracks, now=now, State=State)
-    return Response(html, headers={"Cache-Control": PUBLIC_CACHE})
+    snapshot = reading.snapshot
+    # Relative times ("3 min ago") move on once a minute; nothing else on the
+    # page changes while the generation and the state stay the same.
+    minute = int(now.timestamp() // 60)
+
+    def render() -> Rendered:
+        tracks = snapshot.tracks[:items] if snapshot is not None else ()
+        html = render_template("home.html", reading=reading, tracks=tracks, now=now, State=State)
+        last_modified = snapshot.last_updated if snapshot is not None else None
+        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified)
+
+    key = (reading.generation, reading.state, minute)
+    return _memoised("home", key, render).respond()
 
 
 @bp.get("/api/internal/user-listens")
 def user_listens() -> Response:
     reading, _, items = _read()
     snapshot = reading.snapshot
-    response = jsonify(
-        data=[track_to_json(track) for track in snapshot.tracks[:items]] if snapshot is not None else [],
-        lastUpdated=format_time(snapshot.last_updated) if snapshot is not None else None,
-        state=reading.state.value,
-        generation=reading.generation,
-        version=SCHEMA_VERSION,
-        cached=snapshot is not None,
-    )
-    response.headers["Cache-Control"] = PUBLIC_CACHE
-    return response
+
+    def render() -> Rendered:
+        body = {
+            "data": [track_to_json(track) for track in snapshot.tracks[:items]] if snapshot is not None else [],
+            "lastUpdated": format_time(snapshot.last_updated) if snapshot is not None else None,
+            "state": reading.state.value,
+            "generation": reading.generation,
+            "version": SCHEMA_VERSION,
+            "cached": snapshot is not None,
+        }
+        last_modified = snapshot.last_updated if snapshot is not None else None
+        return Rendered(key, json.dumps(body).encode("utf-8"), "application/json", last_modified)
+
+    # The generation and its tracks come from one snapshot object, so they
+    # always belong together.
+    key = (reading.generation, reading.state)
+    return _memoised("api", key, render).respond()
 
 
 @bp.get("/healthz")
@@ -103,19 +185,23 @@ def static_url(filename: str) -> str:
     return url_for("static", filename=filename, v=version) if version else url_for("static", filename=filename)
 
 
-def cache_versioned_static(response: Response) -> Response:
-    """Let browsers keep a static file for a year when it was asked for by its current hash."""
-    if request.endpoint == "static" and response.status_code == 200:
-        version = current_app.extensions["static_versions"].get((request.view_args or {}).get("filename", ""))
-        if version is not None and request.args.get("v") == version:
-            response.headers["Cache-Control"] = STATIC_CACHE
+def versioned_static(filename: str) -> Response:
+    """Serve a static file; browsers may keep it for a year when asked for by its current hash."""
+    response = current_app.send_static_file(filename)
+    version = current_app.extensions["static_versions"].get(filename)
+    if response.status_code == 200 and version is not None and request.args.get("v") == version:
+        response.headers["Cache-Control"] = STATIC_CACHE
     return response
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    # Per worker process: "home" and "api" -> the last Rendered of each.
+    app.extensions["listens_rendered"] = {}
     filters.init_app(app)
     # Hashed once at start-up: a release replaces the files and restarts the workers.
     app.extensions["static_versions"] = static_versions(app.static_folder)
     app.add_template_global(static_url)
-    app.after_request(cache_versioned_static)
+    # Replaces Flask's static view rather than adding an after_request hook
+    # that every page request would pay for.
+    app.view_functions["static"] = versioned_static

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "LISTENS_LASTFM_URL": lastfm.url,
             "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
             "LISTENS_RATE": "0",
+            # The production default (service_env turns it off for tests).
+            "LISTENS_POINTER_RECHECK_SECONDS": "0.5",
         }
         connection = members.connect(folder / "listens.sqlite3")
         for index in range(MEMBERS):

@@ -40,6 +40,8 @@ def settings(tmp_path, request) -> Settings:
         database=tmp_path / "listens.sqlite3",
         rate=0,
         deadline_s=30,
+        # Tests read right after a publish; test_recheck.py covers the interval.
+        pointer_recheck_s=0,
     )
 
 

@@ -182,6 +182,9 @@ class FakeLastfm:
 def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
     """Return a clean environment for a subprocess: PATH and Python, plus settings_env."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LISTENS_", "LASTFM_"))}
+    # Tests read right after a publish; production re-checks the pointer at
+    # most every 0.5 s (tests/integration/test_recheck.py covers that).
+    env["LISTENS_POINTER_RECHECK_SECONDS"] = "0"
     env.update(settings_env)
     return env
 

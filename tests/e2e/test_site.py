@@ -27,6 +27,7 @@ from tests.support import memcached_command
 from tests.support import memcached_stats
 from tests.support import run_warm
 from tests.support import service_env
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -271,3 +272,25 @@ def test_security_headers_on_every_page(site):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
         assert re.match(r"^(strict-origin|no-referrer)", response.headers["Referrer-Policy"])
+
+
+def test_page_follows_a_publish_within_the_recheck_interval(site, tmp_path):
+    warm_ok(site)
+    old = pointer_generation(site)
+    web = Gunicorn({**site["env"], "LISTENS_POINTER_RECHECK_SECONDS": "0.5"}).start(tmp_path / "gunicorn.log")
+    try:
+        warm_ok(site)
+        new = pointer_generation(site)
+        seen = []
+
+        def caught_up():
+            batch = [requests.get(f"{web.url}/api/internal/user-listens", timeout=5).json()["generation"] for _ in range(10)]
+            seen.extend(batch)
+            return batch == [new] * 10
+
+        # Each worker re-checks the pointer at most every 0.5 s: both follow within a few.
+        wait_until(caught_up, 5, "both workers to show the new generation")
+    finally:
+        web.stop()
+
+    assert new > old and set(seen) <= {old, new}

@@ -1,0 +1,111 @@
+"""The web hot path: the pointer re-check interval, the rendered-page memo, ETag and 304."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import template_rendered
+
+from app import create_app
+from app import warm
+from app.reader import SnapshotReader
+from app.settings import load_settings
+from tests.integration.lastfm_stub import LastfmStub
+from tests.integration.test_protocol import T0
+from tests.integration.test_protocol import add_members
+from tests.integration.test_protocol import answer_everyone
+from tests.support import memcached_stats
+
+pytestmark = pytest.mark.integration
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def stub(settings, memcached):
+    with LastfmStub() as stub:
+        add_members(settings, "alice", "bob", "carol")
+        answer_everyone(stub, T0)
+        yield stub
+
+
+def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(settings, memcached, stub):
+    first = warm.run(settings, now=T0)
+    clock = FakeClock()
+    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock)
+    assert reader.read(T0).generation == first.generation
+    second = warm.run(settings, now=T0 + timedelta(minutes=5))
+    gets_before = memcached_stats(memcached.address)["cmd_get"]
+
+    clock.now += 0.4
+    within = reader.read(T0 + timedelta(minutes=6))
+    gets_within = memcached_stats(memcached.address)["cmd_get"] - gets_before
+    clock.now += 0.2
+    after = reader.read(T0 + timedelta(minutes=6))
+
+    assert within.generation == first.generation and gets_within == 0
+    assert after.generation == second.generation
+
+
+def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
+    warm.run(settings, now=T0)
+    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock())
+
+    assert reader.read(T0).state.value == "fresh"
+    assert reader.read(T0 + timedelta(seconds=settings.fresh_s + 1)).state.value == "stale"
+
+
+def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
+    warm.run(settings, now=T0)
+    app = create_app(settings)
+    client = app.test_client()
+    rendered = []
+
+    def record(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    with template_rendered.connected_to(record, app):
+        bodies = {client.get("/").data for _ in range(20)}
+
+    # Two renders at most: the minute may turn during the loop.
+    assert 1 <= rendered.count("home.html") <= 2 and len(bodies) == rendered.count("home.html")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])
+def test_conditional_get_answers_304_until_the_generation_changes(path, settings, memcached, stub):
+    first = warm.run(settings, now=T0)
+    client = create_app(settings).test_client()
+    response = client.get(path)
+    etag = response.headers["ETag"]
+
+    again = client.get(path, headers={"If-None-Match": etag})
+    warm.run(settings, now=T0 + timedelta(minutes=5))
+    changed = client.get(path, headers={"If-None-Match": etag})
+
+    assert response.status_code == 200 and "Last-Modified" in response.headers
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    assert again.headers["Cache-Control"] == response.headers["Cache-Control"]
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert first.generation is not None
+
+
+def test_cache_control_lets_browsers_and_proxies_reuse_briefly(settings, memcached, stub):
+    warm.run(settings, now=T0)
+    client = create_app(settings).test_client()
+
+    for path in ("/", "/api/internal/user-listens"):
+        control = client.get(path).headers["Cache-Control"]
+        assert "public" in control and "max-age=" in control and "stale-while-revalidate=" in control
+    assert client.get("/healthz").headers["Cache-Control"] == "no-store"
+
+
+def test_default_settings_recheck_pointer_at_most_every_half_second():
+    assert load_settings({}).pointer_recheck_s == 0.5
+    assert load_settings({"LISTENS_POINTER_RECHECK_SECONDS": "0"}).pointer_recheck_s == 0
