@@ -20,7 +20,7 @@ test-fast: $(VENV)/.installed
 bench: system-deps $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || scripts/install_system_deps.sh wrk
 	$(PY) -m bench.web_bench
-	$(PY) -m bench.warm_bench --plot docs/warm-time.png
+	$(PY) -m bench.warm_bench --plot docs/warm-time.png --budget-cycles 3
 	$(PY) -m bench.schedule_bench
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
