@@ -25,10 +25,10 @@ from pathlib import Path
 
 import requests
 
-from app import members
 from tests.support import REPO
 from tests.support import FakeLastfm
 from tests.support import MemcachedProcess
+from tests.support import add_members
 from tests.support import free_port
 from tests.support import run_warm
 from tests.support import service_env
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             # The production default (service_env turns it off for tests).
             "LISTENS_POINTER_RECHECK_SECONDS": "0.5",
         }
-        connection = members.connect(folder / "listens.sqlite3")
-        for index in range(MEMBERS):
-            members.add_member(connection, f"member{index}", f"member{index}", public=True, now=datetime.now(timezone.utc))
-        connection.close()
+        add_members(folder / "listens.sqlite3", [f"member{index}" for index in range(MEMBERS)])
         warm = run_warm(env)
         if warm.returncode != 0:
             print(warm.stderr, file=sys.stderr)

@@ -14,9 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 
 import requests
+
+from app import members
 
 REPO = Path(__file__).resolve().parent.parent
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
@@ -177,6 +181,29 @@ class FakeLastfm:
             self.process.wait(timeout=10)
         if self.process is not None:
             self.process.stdout.close()
+
+
+def add_members(database: Path, names, *, private=(), now: datetime | None = None) -> None:
+    """Add members whose site and Last.fm names are the same, public unless named in private."""
+    connection = members.connect(database)
+    try:
+        for name in names:
+            members.add_member(connection, name, name, public=name not in private, now=now or datetime.now(timezone.utc))
+    finally:
+        connection.close()
+
+
+def stack_env(memcached: str, lastfm_url: str, database: Path, **extra: str) -> dict[str, str]:
+    """Return the environment of a test stack: the test key, the rate limit lifted, a 30 s deadline."""
+    return {
+        "LASTFM_API_KEY": TEST_API_KEY,
+        "LISTENS_MEMCACHED": memcached,
+        "LISTENS_LASTFM_URL": lastfm_url,
+        "LISTENS_DATABASE": str(database),
+        "LISTENS_RATE": "0",
+        "LISTENS_DEADLINE_SECONDS": "30",
+        **extra,
+    }
 
 
 def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:

@@ -18,15 +18,14 @@ from datetime import timezone
 import pytest
 import requests
 
-from app import members
 from app import warm
 from app.settings import load_settings
+from tests import support
 from tests.browser.helpers import CHROMIUM
 from tests.browser.helpers import CHROMIUM_ARGS
 from tests.browser.helpers import DEMO_MODES
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import Visit
-from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import MemcachedProcess
@@ -101,25 +100,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     """memcached + fake Last.fm + gunicorn, with the eight members in a fresh database."""
     folder = tmp_path_factory.mktemp("browser-site")
     database = folder / "listens.sqlite3"
-    connection = members.connect(database)
-    try:
-        for name in MEMBERS:
-            members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
-    finally:
-        connection.close()
+    support.add_members(database, MEMBERS)
     with contextlib.ExitStack() as started:
         cache = MemcachedProcess().start()
         started.callback(cache.stop)
         lastfm = FakeLastfm().start()
         started.callback(lastfm.stop)
-        env = {
-            "LASTFM_API_KEY": TEST_API_KEY,
-            "LISTENS_MEMCACHED": cache.address,
-            "LISTENS_LASTFM_URL": lastfm.url,
-            "LISTENS_DATABASE": str(database),
-            "LISTENS_RATE": "0",
-            "LISTENS_DEADLINE_SECONDS": "30",
-        }
+        env = support.stack_env(cache.address, lastfm.url, database)
         web = Gunicorn(env).start(folder / "gunicorn.log")
         started.callback(web.stop)
         yield Stack(cache, lastfm, web, env)

@@ -8,13 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
-from datetime import timezone
 
 import pytest
 import requests
 
-from app import members
 from app.snapshot import decode_pointer
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
@@ -23,10 +20,12 @@ from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import MemcachedProcess
+from tests.support import add_members
 from tests.support import memcached_command
 from tests.support import memcached_stats
 from tests.support import run_warm
 from tests.support import service_env
+from tests.support import stack_env
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -54,18 +53,8 @@ def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("site")
     cache = MemcachedProcess().start()
     lastfm = FakeLastfm().start()
-    env = {
-        "LASTFM_API_KEY": TEST_API_KEY,
-        "LISTENS_MEMCACHED": cache.address,
-        "LISTENS_LASTFM_URL": lastfm.url,
-        "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
-        "LISTENS_RATE": "0",
-        "LISTENS_DEADLINE_SECONDS": "30",
-    }
-    connection = members.connect(folder / "listens.sqlite3")
-    for name in MEMBERS:
-        members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
-    connection.close()
+    env = stack_env(cache.address, lastfm.url, folder / "listens.sqlite3")
+    add_members(folder / "listens.sqlite3", MEMBERS)
     web = Gunicorn(env).start(folder / "gunicorn.log")
     yield {"cache": cache, "lastfm": lastfm, "web": web, "env": env, "folder": folder}
     web.stop()

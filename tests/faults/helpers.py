@@ -17,20 +17,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 import requests
 
-from app import members
 from app.snapshot import Pointer
 from app.snapshot import decode_pointer
 from app.snapshot import lease_key
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
+from tests import support
 from tests.support import REPO
-from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import MemcachedProcess
@@ -229,15 +226,7 @@ class Stack:
             started.append(cache)
             lastfm = LoggedFakeLastfm().start(folder / "fake-lastfm.log")
             started.append(lastfm)
-            settings_env = {
-                "LASTFM_API_KEY": TEST_API_KEY,
-                "LISTENS_MEMCACHED": cache.address,
-                "LISTENS_LASTFM_URL": lastfm.url,
-                "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
-                "LISTENS_RATE": "0",
-                "LISTENS_DEADLINE_SECONDS": "30",
-                **(env or {}),
-            }
+            settings_env = support.stack_env(cache.address, lastfm.url, folder / "listens.sqlite3", **(env or {}))
             stack = cls(folder, cache, lastfm, settings_env)
             if web:
                 stack.web = Gunicorn(settings_env, workers=workers).start(folder / "gunicorn.log")
@@ -263,12 +252,7 @@ class Stack:
     # -- members and runs --
 
     def add_members(self, *names: str) -> None:
-        connection = members.connect(Path(self.env["LISTENS_DATABASE"]))
-        try:
-            for name in names:
-                members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
-        finally:
-            connection.close()
+        support.add_members(Path(self.env["LISTENS_DATABASE"]), names)
 
     def warm(self, **env: str) -> subprocess.CompletedProcess:
         return run_warm({**self.env, **env}, timeout_s=90)

@@ -24,6 +24,7 @@ from app.snapshot import lease_key
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
+from tests import support
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.support import REPO
@@ -48,12 +49,7 @@ STATE_WORDING = {
 
 
 def add_members(settings, *names: str, private: tuple[str, ...] = ()) -> None:
-    connection = members.connect(settings.database)
-    try:
-        for name in names:
-            members.add_member(connection, name, name, public=name not in private, now=T0)
-    finally:
-        connection.close()
+    support.add_members(settings.database, names, private=private, now=T0)
 
 
 def answer_everyone(stub: LastfmStub, when: datetime) -> None:

@@ -14,7 +14,6 @@ import pytest
 
 from app import cache
 from app import create_app
-from app import members
 from app import publisher
 from app.snapshot import Snapshot
 from app.snapshot import Track
@@ -22,6 +21,7 @@ from app.snapshot import generation_from
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
+from tests import support
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.support import MemcachedProcess
@@ -49,12 +49,7 @@ def restore_logging():
 
 
 def add_members(settings, *names: str) -> None:
-    connection = members.connect(settings.database)
-    try:
-        for name in names:
-            members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
-    finally:
-        connection.close()
+    support.add_members(settings.database, names)
 
 
 def answer_everyone(stub: LastfmStub, *names: str) -> None:

@@ -13,22 +13,19 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
-from datetime import timezone
 
 import pytest
 import requests
 
 from app import cache
 from app import create_app
-from app import members
 from app import warm
 from app.snapshot import decode_pointer
 from app.snapshot import lease_key
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
+from tests import support
 from tests.support import REPO
-from tests.support import TEST_API_KEY
 from tests.support import WARM_SCRIPT
 from tests.support import FakeLastfm
 from tests.support import Gunicorn
@@ -94,12 +91,7 @@ def holder(servers, key: str) -> MemcachedProcess:
 
 
 def add_members(database) -> None:
-    connection = members.connect(database)
-    try:
-        for name in MEMBERS:
-            members.add_member(connection, name, name, public=True, now=datetime.now(timezone.utc))
-    finally:
-        connection.close()
+    support.add_members(database, MEMBERS)
 
 
 def keys_by_holder(pool, client, count: int = 40) -> dict[str, MemcachedProcess]:
@@ -265,14 +257,7 @@ def published_generation(run: subprocess.CompletedProcess) -> int:
 
 @pytest.mark.parametrize("lost", ["pointer", "snapshot"])
 def test_page_and_next_warm_run_recover_without_manual_steps_when_pool_server_stops(pool, lastfm, tmp_path, lost):
-    env = {
-        "LASTFM_API_KEY": TEST_API_KEY,
-        "LISTENS_MEMCACHED": ",".join(servers_of(pool)),
-        "LISTENS_LASTFM_URL": lastfm.url,
-        "LISTENS_DATABASE": str(tmp_path / "listens.sqlite3"),
-        "LISTENS_RATE": "0",
-        "LISTENS_DEADLINE_SECONDS": "30",
-    }
+    env = support.stack_env(",".join(servers_of(pool)), lastfm.url, tmp_path / "listens.sqlite3")
     add_members(tmp_path / "listens.sqlite3")
     first = published_generation(run_warm(env))
     web = Gunicorn(env).start(tmp_path / "gunicorn.log")
@@ -323,15 +308,9 @@ def test_warm_runs_on_two_hosts_publish_once_per_cycle_through_the_lease(pool, l
         folder = (tmp_path / name).resolve()
         folder.mkdir()
         add_members(folder / "listens.sqlite3")
-        hosts[name] = {
-            "LASTFM_API_KEY": TEST_API_KEY,
-            "LISTENS_MEMCACHED": ",".join(servers_of(pool)),
-            "LISTENS_LASTFM_URL": lastfm.url,
-            "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
-            "LISTENS_LOCK_FILE": str(folder / "warm.lock"),
-            "LISTENS_RATE": "0",
-            "LISTENS_DEADLINE_SECONDS": "30",
-        }
+        hosts[name] = support.stack_env(
+            ",".join(servers_of(pool)), lastfm.url, folder / "listens.sqlite3", LISTENS_LOCK_FILE=str(folder / "warm.lock")
+        )
     # Each Last.fm answer takes a second, so a run holds the lease that long.
     lastfm.control("latency", {"ms": 1000})
     reader = cache.connect(servers_of(pool))
