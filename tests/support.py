@@ -143,22 +143,27 @@ class MemcachedProcess:
 
 
 class FakeLastfm:
-    """The repository's fake Last.fm server as a subprocess."""
+    """The repository's fake Last.fm server as a subprocess; its log goes to log_path if given."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.url = ""
+        self.log_path: Path | None = None
+        self._log = None
 
-    def start(self, *extra: str) -> FakeLastfm:
+    def start(self, *extra: str, log_path: Path | None = None) -> FakeLastfm:
+        self.log_path = log_path
+        self._log = open(log_path, "wb") if log_path is not None else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.fake_lastfm", "--host", "127.0.0.1", "--port", "0", *extra],
             cwd=REPO,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._log if self._log is not None else subprocess.DEVNULL,
             text=True,
         )
         line = self.process.stdout.readline()
         if "listening on" not in line:
+            self.stop()
             raise RuntimeError(f"fake Last.fm did not start: {line!r}")
         self.url = line.rsplit(" ", 1)[1].strip()
         self.base = self.url.split("/2.0/")[0]
@@ -181,6 +186,8 @@ class FakeLastfm:
             self.process.wait(timeout=10)
         if self.process is not None:
             self.process.stdout.close()
+        if self._log is not None:
+            self._log.close()
 
 
 def add_members(database: Path, names, *, private=(), now: datetime | None = None) -> None:

@@ -109,33 +109,6 @@ def counts_of(summary: Mapping[str, str]) -> dict[str, int]:
 # -- processes ---------------------------------------------------------------------------------------------
 
 
-class LoggedFakeLastfm(FakeLastfm):
-    """The fake Last.fm with its log kept in a file, so tests can grep it."""
-
-    def start(self, log_path: Path) -> LoggedFakeLastfm:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.fake_lastfm", "--host", "127.0.0.1", "--port", "0"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        line = self.process.stdout.readline()
-        if "listening on" not in line:
-            self.stop()
-            raise RuntimeError(f"fake Last.fm did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1].strip()
-        self.base = self.url.split("/2.0/")[0]
-        return self
-
-    def stop(self) -> None:
-        super().stop()
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-
-
 class PausedRun:
     """One warm run (tests/faults/warm_runner.py) in its own process, paused at chosen steps."""
 
@@ -203,7 +176,7 @@ class Stack:
 
     folder: Path
     cache: MemcachedProcess
-    lastfm: LoggedFakeLastfm
+    lastfm: FakeLastfm
     env: dict[str, str]
     web: Gunicorn | None = None
     runs: list = dataclasses.field(default_factory=list)
@@ -224,7 +197,7 @@ class Stack:
             cache = cache if cache is not None else MemcachedProcess()
             cache.start()
             started.append(cache)
-            lastfm = LoggedFakeLastfm().start(folder / "fake-lastfm.log")
+            lastfm = FakeLastfm().start(log_path=folder / "fake-lastfm.log")
             started.append(lastfm)
             settings_env = support.stack_env(cache.address, lastfm.url, folder / "listens.sqlite3", **(env or {}))
             stack = cls(folder, cache, lastfm, settings_env)
