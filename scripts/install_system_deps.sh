@@ -11,6 +11,8 @@ done
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 # The browser tests drive Debian's Chromium; a browser is never downloaded.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# A small CJK font, so names like 坂本龍一 render in the README's screenshots.
+dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing+=(fonts-wqy-microhei)
 # tests/ops: systemd-analyze verifies the units offline; install.sh runs useradd --prefix.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
