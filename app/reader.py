@@ -118,17 +118,25 @@ class SnapshotReader:
     def _aged(self, reading: Reading, now: datetime) -> Reading:
         if reading.snapshot is None:
             return reading
+        age_s = self._age_s(reading.snapshot, now)
+        if self._state_for(reading.snapshot, age_s) is reading.state:
+            # The same reading, its age as of the last check (at most
+            # recheck_s behind): this is the hot path, one comparison.
+            return reading
         return self._reading_for(reading.snapshot, now)
 
-    def _reading_for(self, snapshot: Snapshot, now: datetime) -> Reading:
-        age_s = max(0.0, (now - snapshot.last_updated).total_seconds())
+    @staticmethod
+    def _age_s(snapshot: Snapshot, now: datetime) -> float:
+        return max(0.0, (now - snapshot.last_updated).total_seconds())
+
+    def _state_for(self, snapshot: Snapshot, age_s: float) -> State:
         if not snapshot.tracks:
-            state = State.EMPTY
-        elif age_s <= self._fresh_s:
-            state = State.FRESH
-        else:
-            state = State.STALE
-        return Reading(state, snapshot, age_s)
+            return State.EMPTY
+        return State.FRESH if age_s <= self._fresh_s else State.STALE
+
+    def _reading_for(self, snapshot: Snapshot, now: datetime) -> Reading:
+        age_s = self._age_s(snapshot, now)
+        return Reading(self._state_for(snapshot, age_s), snapshot, age_s)
 
     def _ask(self, now: datetime) -> Reading:
         started = time.monotonic()

@@ -2,14 +2,18 @@
 
 - constant: Flask returning the home page's bytes as a constant string, the
   floor of what any Flask view can cost.
+- constant-headers: the same, with the same response headers as ours
+  (security headers, validators), which gunicorn pays for per header.
 - flask_caching: the usual Flask alternative, Flask-Caching's memcached
   backend with @cache.cached on the view (one memcached get per request).
 
-Both read the page from BENCH_PAGE_FILE; the second uses LISTENS_MEMCACHED.
+All read the page from BENCH_PAGE_FILE (and its headers from BENCH_HEADERS_FILE);
+Flask-Caching uses LISTENS_MEMCACHED.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +31,18 @@ def constant_app() -> Flask:
     @app.get("/")
     def home():
         return page
+
+    return app
+
+
+def constant_headers_app() -> Flask:
+    app = Flask(__name__)
+    page = _page()
+    headers = json.loads(Path(os.environ["BENCH_HEADERS_FILE"]).read_text())
+
+    @app.get("/")
+    def home():
+        return page, 200, headers
 
     return app
 

@@ -12,6 +12,7 @@ ratios. Loopback only; every process started here is stopped here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ MEMBERS = 40
 APPS = {
     "listens": "app:create_app()",
     "constant": "bench.apps:constant_app()",
+    "constant-headers": "bench.apps:constant_headers_app()",
     "flask-caching": "bench.apps:flask_caching_app()",
 }
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -112,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             print(warm.stderr, file=sys.stderr)
             return 1
         servers.append(Server("listens", env, args.workers))
-        page = requests.get(servers[0].url, timeout=5).content
+        response = requests.get(servers[0].url, timeout=5)
+        page = response.content
         (folder / "page.html").write_bytes(page)
+        kept = [(name, value) for name, value in response.headers.items() if name.lower() not in ("content-length", "date", "server", "connection")]
+        (folder / "headers.json").write_text(json.dumps(kept))
         env["BENCH_PAGE_FILE"] = str(folder / "page.html")
-        servers += [Server(name, env, args.workers) for name in ("constant", "flask-caching")]
+        env["BENCH_HEADERS_FILE"] = str(folder / "headers.json")
+        servers += [Server(name, env, args.workers) for name in ("constant", "constant-headers", "flask-caching")]
 
         results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
         for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
@@ -130,13 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             | {"non2xx": sum(run["non2xx"] for run in runs)}
             for name, runs in results.items()
         }
-        constant, caching = summary["constant"], summary["flask-caching"]
+        constant, caching, same_headers = summary["constant"], summary["flask-caching"], summary["constant-headers"]
         print(f"web benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
               f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)")
-        print(f"{'app':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}")
+        print(f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}")
         for name, row in summary.items():
-            print(f"{name:<14}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
-                  f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x")
+            print(f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
+                  f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
+                  f"{row['rps'] / same_headers['rps']:>20.2f}x")
     finally:
         for server in servers:
             server.stop()
