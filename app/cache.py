@@ -87,33 +87,25 @@ def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) ->
     return RawClient(list(servers), binary=False, behaviors=behaviors)
 
 
-def confirmed_get(client: pylibmc.Client, key: str) -> bytes | None:
+def confirmed_get(client: RawClient, key: str) -> bytes | None:
     """Return the value of key, None only for a real miss; raise CacheUnavailableError otherwise.
 
-    libmemcached reports a read that timed out (a hung server) as a plain
-    miss. It does mark the server failed when that happens, so a miss is
-    asked a second time: a healthy server answers the second get in
-    microseconds, a failed one makes it raise at once (one server) or be
-    ejected from the ring (a pool). This is what keeps a dead cache from
-    looking like `warming`.
-
-    In a pool, a key whose server failed is read from the server it hashes to
-    now: a value found there is shown, but a miss is not trusted while a
-    server is out of the ring, since the key may well be on the missing one.
+    The client already asks every miss twice (RawClient._read), so a hung
+    server raises instead of passing for a miss. This is what keeps a dead
+    cache from looking like `warming`. In a pool, a key whose server failed
+    is read from the server it hashes to now: a value found there is shown,
+    but a miss is not trusted while a server is out of the ring, since the
+    key may well be on the missing one.
     """
     try:
         value = client.get(key)
-        if value is None and not getattr(client, "confirms_misses", False):
-            value = client.get(key)
     except pylibmc.Error as error:
         raise CacheUnavailableError(f"memcached get {key!r} failed: {error}") from error
-    if value is None and isinstance(client, RawClient) and client.recently_failed():
+    if value is None and client.recently_failed():
         raise CacheUnavailableError(
             f"memcached get {key!r} missed while a server of the pool is out after a failure;"
             " the key may be on that server"
         )
-    if value is not None and not isinstance(value, bytes):
-        value = str(value).encode("utf-8")
     return value
 
 
@@ -141,8 +133,6 @@ class RawClient(pylibmc.Client):
         # The ring ejects a dead server after two failed calls: the failure
         # itself, then "marked dead" while it is rebuilt.
         self._attempts = 1 + 2 * (len(self.addresses) - 1)
-        # A pool client asks every miss twice itself (see _read).
-        self.confirms_misses = len(self.addresses) > 1
 
     def recently_failed(self) -> bool:
         """Return True while a server that failed may still be out of this client's ring."""
@@ -166,14 +156,13 @@ class RawClient(pylibmc.Client):
 
     def _read(self, operation, key, *args, **kwargs):
         value = self._call(operation, key, *args, **kwargs)
-        missed = value is None or value == (None, None)
-        if missed and self.confirms_misses:
-            # A read that times out on a new connection (a hung server tried
-            # again after its time out of the ring) comes back as a plain
-            # miss, the server marked failed. Asked again, a healthy server
-            # answers the same; a failed one is ejected and the call moves on
-            # to the live server, so a writer never takes a hung server's
-            # silence for "no pointer yet".
+        if value is None or value == (None, None):
+            # libmemcached reports a read that timed out (a hung server) as a
+            # plain miss, and marks the server failed. Asked again, a healthy
+            # server answers the same in microseconds; a failed one raises at
+            # once (one server) or is ejected so the call moves on to the live
+            # server (a pool). So neither the page nor the warm job ever takes
+            # a hung server's silence for "no pointer yet".
             value = self._call(operation, key, *args, **kwargs)
         return value
 
