@@ -3,13 +3,18 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast bench system-deps clean
+.PHONY: run test test-fast lint bench system-deps clean
 
 run: system-deps $(VENV)/.installed
 	VENV=$(VENV) scripts/dev_run.sh
 
-test: system-deps $(VENV)/.installed
+test: system-deps $(VENV)/.installed lint
 	$(PY) -m pytest
+
+# Lint and format check (configuration in pyproject.toml); part of make test.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Unit tests only: no processes started.
 test-fast: $(VENV)/.installed
@@ -30,7 +35,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 system-deps:
 	@scripts/install_system_deps.sh
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@

@@ -6,8 +6,8 @@ bodies, so serving web requests never loads them.
 
 from __future__ import annotations
 
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import click
 from flask import Flask
@@ -65,7 +65,7 @@ def users_add(name: str, lastfm_username: str, private: bool) -> None:
     """Add member NAME linked to a Last.fm account."""
     from app import members
 
-    member = _members_call(members.add_member, name, lastfm_username, public=not private, now=datetime.now(timezone.utc))
+    member = _members_call(members.add_member, name, lastfm_username, public=not private, now=datetime.now(UTC))
     visibility = "public" if member.public else "private"
     click.echo(f"added {member.username} (Last.fm {member.lastfm_username}, {visibility})")
 
@@ -127,7 +127,7 @@ def listens_status() -> None:
     members database for the last run's summary; it writes neither.
     """
     settings = _settings()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reading = current_app.extensions["listens"].reader.read(now)
     snapshot = reading.snapshot
     state = reading.state.value + (f" ({reading.reason})" if reading.reason else "")

@@ -51,38 +51,61 @@ ERRORS = {
     29: (200, "Rate Limit Exceeded - Your IP has made too many requests in a short period"),
 }
 
-MODES = frozenset("normal now_playing not_playing track empty legacy legacy_empty starry"
-                  " error http html truncated huge wrong_user slow hang".split())
+MODES = frozenset(
+    "normal now_playing not_playing track empty legacy legacy_empty starry"
+    " error http html truncated huge wrong_user slow hang".split()
+)
 
 # Built-in quirk users, so a demo shows them without any control call.
 QUIRK_USERS = {
-    "ghost": {"mode": "error", "code": 6}, "hidden": {"mode": "error", "code": 17},
-    "quiet": {"mode": "empty"}, "legacy": {"mode": "legacy"}, "starry": {"mode": "starry"},
+    "ghost": {"mode": "error", "code": 6},
+    "hidden": {"mode": "error", "code": 17},
+    "quiet": {"mode": "empty"},
+    "legacy": {"mode": "legacy"},
+    "starry": {"mode": "starry"},
 }
 
 # (artist, album, track); an empty album is a quirk Last.fm really has.
 CATALOGUE = (
-    ("Sigur Rós", "Ágætis byrjun", "Svefn-g-englar"), ("Björk", "Homogenic", "Jóga"),
-    ("Motörhead", "Ace of Spades", "Ace of Spades"), ("Ólafur Arnalds", "re:member", "re:member"),
-    ("Radiohead", "In Rainbows", "Weird Fishes/Arpeggi"), ("Daft Punk", "Discovery", "One More Time"),
+    ("Sigur Rós", "Ágætis byrjun", "Svefn-g-englar"),
+    ("Björk", "Homogenic", "Jóga"),
+    ("Motörhead", "Ace of Spades", "Ace of Spades"),
+    ("Ólafur Arnalds", "re:member", "re:member"),
+    ("Radiohead", "In Rainbows", "Weird Fishes/Arpeggi"),
+    ("Daft Punk", "Discovery", "One More Time"),
     ("Kate Bush", "Hounds of Love", "Running Up That Hill (A Deal with God)"),
-    ("Massive Attack", "Mezzanine", "Teardrop"), ("Portishead", "Dummy", "Roads"),
-    ("Beyoncé", "RENAISSANCE", "CUFF IT"), ("Mogwai", "Young Team", "Mogwai Fear Satan"),
+    ("Massive Attack", "Mezzanine", "Teardrop"),
+    ("Portishead", "Dummy", "Roads"),
+    ("Beyoncé", "RENAISSANCE", "CUFF IT"),
+    ("Mogwai", "Young Team", "Mogwai Fear Satan"),
     ("Boards of Canada", "Music Has the Right to Children", "Roygbiv"),
-    ("Aphex Twin", "Selected Ambient Works 85-92", "Xtal"), ("The Cure", "Disintegration", "Pictures of You"),
-    ("Joy Division", "Unknown Pleasures", "Disorder"), ("Fleetwood Mac", "Rumours", "Dreams"),
-    ("Kendrick Lamar", "To Pimp a Butterfly", "Alright"), ("Caribou", "Swim", "Odessa"),
-    ("Four Tet", "There Is Love in You", "Angel Echoes"), ("Röyksopp", "Melody A.M.", "Eple"),
-    ("Sébastien Tellier", "Sexuality", "Divine"), ("Nils Frahm", "Spaces", "Says"),
-    ("Khruangbin", "Con Todo El Mundo", "María También"), ("Hozier", "", "Take Me to Church"),
+    ("Aphex Twin", "Selected Ambient Works 85-92", "Xtal"),
+    ("The Cure", "Disintegration", "Pictures of You"),
+    ("Joy Division", "Unknown Pleasures", "Disorder"),
+    ("Fleetwood Mac", "Rumours", "Dreams"),
+    ("Kendrick Lamar", "To Pimp a Butterfly", "Alright"),
+    ("Caribou", "Swim", "Odessa"),
+    ("Four Tet", "There Is Love in You", "Angel Echoes"),
+    ("Röyksopp", "Melody A.M.", "Eple"),
+    ("Sébastien Tellier", "Sexuality", "Divine"),
+    ("Nils Frahm", "Spaces", "Says"),
+    ("Khruangbin", "Con Todo El Mundo", "María También"),
+    ("Hozier", "", "Take Me to Church"),
     ("ROSALÍA", "El Mal Querer", "MALAMENTE - Cap.1: Augurio"),
-    ("Mötley Crüe", "Dr. Feelgood", "Kickstart My Heart"), ("Angèle", "Brol", "Balance ton quoi"),
-    ("Tinariwen", "Amassakoul", "Chatma"), ("坂本龍一", "async", "andata"),
-    ("Fever Ray", "Fever Ray", "If I Had a Heart"), ("The National", "Boxer", "Fake Empire"),
-    ("Simon & Garfunkel", "Bookends", "America"), ("Slowdive", "Souvlaki", "Alison"),
-    ("Bonobo", "Black Sands", "Kiara"), ("Arvo Pärt", "Alina", "Spiegel im Spiegel"),
-    ("Nick Drake", "Pink Moon", "Pink Moon"), ("Stereolab", "", "Miss Modular"),
-    ("AC/DC", "Back in Black", "You Shook Me All Night Long"), ("Sufjan Stevens", "Illinois", "Chicago"),
+    ("Mötley Crüe", "Dr. Feelgood", "Kickstart My Heart"),
+    ("Angèle", "Brol", "Balance ton quoi"),
+    ("Tinariwen", "Amassakoul", "Chatma"),
+    ("坂本龍一", "async", "andata"),
+    ("Fever Ray", "Fever Ray", "If I Had a Heart"),
+    ("The National", "Boxer", "Fake Empire"),
+    ("Simon & Garfunkel", "Bookends", "America"),
+    ("Slowdive", "Souvlaki", "Alison"),
+    ("Bonobo", "Black Sands", "Kiara"),
+    ("Arvo Pärt", "Alina", "Spiegel im Spiegel"),
+    ("Nick Drake", "Pink Moon", "Pink Moon"),
+    ("Stereolab", "", "Miss Modular"),
+    ("AC/DC", "Back in Black", "You Shook Me All Night Long"),
+    ("Sufjan Stevens", "Illinois", "Chicago"),
     ("Guns N' Roses", "Appetite for Destruction", "Sweet Child O' Mine"),
 )
 
@@ -100,13 +123,18 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def track_item(artist: object, album: object, name: object, url: object, images: list,
-               now_playing: bool, uts: object) -> dict:
+def track_item(
+    artist: object, album: object, name: object, url: object, images: list, now_playing: bool, uts: object
+) -> dict:
     """Build one track in the 2024 wire shape, values verbatim; ``uts`` None means no date."""
     item = {
-        "artist": {"mbid": "", "#text": artist}, "streamable": "0",
-        "image": [{"size": size, "#text": image} for (size, _), image in zip(IMAGE_SIZES, images)],
-        "mbid": "", "album": {"mbid": "", "#text": album}, "name": name, "url": url,
+        "artist": {"mbid": "", "#text": artist},
+        "streamable": "0",
+        "image": [{"size": size, "#text": image} for (size, _), image in zip(IMAGE_SIZES, images, strict=False)],
+        "mbid": "",
+        "album": {"mbid": "", "#text": album},
+        "name": name,
+        "url": url,
     }
     if now_playing:
         item["@attr"] = {"nowplaying": "true"}
@@ -129,8 +157,9 @@ def _catalogue_item(index: int, now_playing: bool, uts: int | None) -> dict:
     return track_item(artist, album, name, url, images, now_playing, uts)
 
 
-def generate_tracks(seed: int, user: str, now: float, limit: int,
-                    playing: bool | None = None) -> tuple[list[dict], int]:
+def generate_tracks(
+    seed: int, user: str, now: float, limit: int, playing: bool | None = None
+) -> tuple[list[dict], int]:
     """Return (tracks, total scrobbles) for a user at time ``now``, deterministically.
 
     Each user has a window of 2-10 minutes; the last scrobble and whether the
@@ -169,22 +198,31 @@ def recent_payload(spec: dict, user: str, limit: int, now: float, seed: int) -> 
     mode = spec["mode"]
     if mode == "legacy_empty":
         # The 2014 shape of a user without scrobbles: no "track" and no "@attr".
-        return {"recenttracks": {"#text": "\n", "user": user, "page": "0", "perPage": str(limit),
-                                 "totalPages": "0", "total": "0"}}
+        return {
+            "recenttracks": {
+                "#text": "\n",
+                "user": user,
+                "page": "0",
+                "perPage": str(limit),
+                "totalPages": "0",
+                "total": "0",
+            }
+        }
     if mode == "empty":
         return {"recenttracks": {"track": [], "@attr": _attr(user, 0, limit)}}
     if mode == "track":
         given = spec["track"]
         fields = ("artist", "album", "name", "url", "image")
         artist, album, name, url, image = (given.get(field, "") for field in fields)
-        item = track_item(artist, album, name, url, [image] * 4, bool(given.get("now_playing")),
-                          given.get("uts", int(now) - 60))
+        item = track_item(
+            artist, album, name, url, [image] * 4, bool(given.get("now_playing")), given.get("uts", int(now) - 60)
+        )
         return {"recenttracks": {"track": [item], "@attr": _attr(user, 1, limit)}}
     playing = {"now_playing": True, "not_playing": False, "legacy": False}.get(mode)
     tracks, total = generate_tracks(seed, user, now, limit, playing)
     if mode == "starry":
         for item in tracks:
-            for image, url in zip(item["image"], _image_urls(STAR_IMAGE_ID)):
+            for image, url in zip(item["image"], _image_urls(STAR_IMAGE_ID), strict=False):
                 image["#text"] = url
     if mode == "legacy" and limit == 1:
         # The 2014 API gave a single object, not a list, when one track came back.
@@ -201,7 +239,7 @@ def dumps_lastfm(document: dict) -> bytes:
 def parse_mode(body: object) -> dict:
     """Validate a control body into a mode spec; raise ValueError with a one-line reason."""
     if not isinstance(body, dict) or body.get("mode") not in MODES:
-        raise ValueError(f"expected {{\"mode\": M}}, M one of {', '.join(sorted(MODES))}; got {body!r}")
+        raise ValueError(f'expected {{"mode": M}}, M one of {", ".join(sorted(MODES))}; got {body!r}')
     for field in ("times", "code", "status", "retry_after", "bytes"):
         value = body.get(field)
         if value is not None and (type(value) is not int or value < (1 if field == "times" else 0)):
@@ -328,7 +366,7 @@ class FakeLastfmHandler(http.server.BaseHTTPRequestHandler):
             if not path.startswith(CONTROL_PREFIX):
                 raise LookupError(f"unknown control path POST {path}")
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            self._send_control(200, self._control(path[len(CONTROL_PREFIX):], body))
+            self._send_control(200, self._control(path[len(CONTROL_PREFIX) :], body))
         except LookupError as error:
             self._send_control(404, {"error": str(error.args[0])})
         except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError included
@@ -340,20 +378,20 @@ class FakeLastfmHandler(http.server.BaseHTTPRequestHandler):
             self.state.reset()
             return {"ok": True}
         if action == "all" or (action.startswith("users/") and action != "users/"):
-            name = None if action == "all" else urllib.parse.unquote(action[len("users/"):])
+            name = None if action == "all" else urllib.parse.unquote(action[len("users/") :])
             spec = parse_mode(body)
             self.state.set_mode(name and name.lower(), spec)
             return {"ok": True, "user": name, "mode": spec}
         if action == "clock":
             now = body.get("now", "missing") if isinstance(body, dict) else body
             if now is not None and not _is_number(now):
-                raise ValueError(f"expected {{\"now\": Unix seconds or null}}; got {body!r}")
+                raise ValueError(f'expected {{"now": Unix seconds or null}}; got {body!r}')
             self.state.clock = None if now is None else float(now)
             return {"ok": True, "now": self.state.clock}
         if action == "latency":
             ms = body.get("ms") if isinstance(body, dict) else body
             if not _is_number(ms) or ms < 0:
-                raise ValueError(f"expected {{\"ms\": a non-negative number}}; got {body!r}")
+                raise ValueError(f'expected {{"ms": a non-negative number}}; got {body!r}')
             self.state.latency_s = ms / 1000
             return {"ok": True, "ms": ms}
         raise LookupError(f"unknown control path POST {CONTROL_PREFIX}{action}")
@@ -434,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API answer")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s fake-lastfm %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s fake-lastfm %(levelname)s %(message)s"
+    )
     try:
         server = http.server.ThreadingHTTPServer((arguments.host, arguments.port), FakeLastfmHandler)
     except OSError as error:

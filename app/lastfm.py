@@ -16,8 +16,8 @@ import math
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import requests
 
@@ -276,9 +276,7 @@ class LastfmClient:
             return _Failure(self._transient(lastfm_username, f"HTTP {status}, {what}", status=status), retryable=True)
         return recent
 
-    def _classify_error(
-        self, lastfm_username: str, status: int, retry_after_s: float | None, data: dict
-    ) -> _Failure:
+    def _classify_error(self, lastfm_username: str, status: int, retry_after_s: float | None, data: dict) -> _Failure:
         """Turn a {"error": N, "message": ...} body into the exception it means; raise the ones never retried."""
         code = _parse_code(data.get("error"))
         message = clean_text(data.get("message"), MAX_MESSAGE_CHARS)
@@ -468,7 +466,7 @@ def _parse_date(value: object) -> datetime:
     else:
         raise _MalformedError("the track's date has no valid uts")
     _require(0 < seconds < 253402300800, f"the track's uts {seconds} is out of range")
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _pick_image(images: object) -> str:

@@ -133,7 +133,9 @@ def _find(connection: sqlite3.Connection, username: str) -> sqlite3.Row:
     return row
 
 
-def add_member(connection: sqlite3.Connection, username: str, lastfm_username: str, *, public: bool, now: datetime) -> Member:
+def add_member(
+    connection: sqlite3.Connection, username: str, lastfm_username: str, *, public: bool, now: datetime
+) -> Member:
     """Add a member; raise MembersError for an invalid name or a duplicate."""
     validate_username(username)
     validate_lastfm_username(lastfm_username)
@@ -146,9 +148,7 @@ def add_member(connection: sqlite3.Connection, username: str, lastfm_username: s
         if existing is not None:
             if existing["username"].lower() == username.lower():
                 raise MembersError(f"a member named {existing['username']!r} already exists")
-            raise MembersError(
-                f"Last.fm user {lastfm_username!r} is already linked to member {existing['username']!r}"
-            )
+            raise MembersError(f"Last.fm user {lastfm_username!r} is already linked to member {existing['username']!r}")
         cursor = connection.execute(
             "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, ?, ?)",
             (username, lastfm_username, int(public), format_time(now)),
@@ -187,7 +187,8 @@ def set_lastfm_username(connection: sqlite3.Connection, username: str, lastfm_us
         if other is not None:
             raise MembersError(f"Last.fm user {lastfm_username!r} is already linked to member {other['username']!r}")
         connection.execute(
-            "UPDATE members SET lastfm_username = ?, lastfm_status = 'unknown' WHERE id = ?", (lastfm_username, row["id"])
+            "UPDATE members SET lastfm_username = ?, lastfm_status = 'unknown' WHERE id = ?",
+            (lastfm_username, row["id"]),
         )
         connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (row["id"],))
     return Member(row["id"], row["username"], lastfm_username, bool(row["public"]), "unknown")
@@ -286,7 +287,9 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
             )
 
 
-def record_run(connection: sqlite3.Connection, generation: int, finished_at: datetime, exit_code: int, summary: str) -> None:
+def record_run(
+    connection: sqlite3.Connection, generation: int, finished_at: datetime, exit_code: int, summary: str
+) -> None:
     """Keep a run's summary line for `listens status`, pruning old ones."""
     with connection:
         connection.execute(

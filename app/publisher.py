@@ -84,7 +84,9 @@ def publish_snapshot(
     return _swap_pointer(client, prefix, generation, expiry_s, checkpoint)
 
 
-def _swap_pointer(client: pylibmc.Client, prefix: str, generation: int, expiry_s: int, checkpoint: Checkpoint) -> PublishOutcome:
+def _swap_pointer(
+    client: pylibmc.Client, prefix: str, generation: int, expiry_s: int, checkpoint: Checkpoint
+) -> PublishOutcome:
     key = pointer_key(prefix)
     try:
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
@@ -148,7 +150,7 @@ def read_published(client: pylibmc.Client, prefix: str) -> Snapshot | None:
 
 
 def _lease_value(generation: int, owner: str) -> bytes:
-    return f"{generation} {owner}".encode("utf-8")
+    return f"{generation} {owner}".encode()
 
 
 def acquire_lease(client: pylibmc.Client, prefix: str, generation: int, owner: str, ttl_s: int) -> bool:

@@ -79,7 +79,9 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
             raise ValueError(raw)
         value = int(raw.strip(), 10)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number; expected an integer from {minimum} to {maximum}") from None
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number; expected an integer from {minimum} to {maximum}"
+        ) from None
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name}={raw!r} is out of range; expected an integer from {minimum} to {maximum}")
     return value
@@ -89,7 +91,9 @@ def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; expected a number from {minimum:g} to {maximum:g}") from None
+        raise SettingsError(
+            f"{name}={raw!r} is not a number; expected a number from {minimum:g} to {maximum:g}"
+        ) from None
     if value != value or not minimum <= value <= maximum:
         raise SettingsError(f"{name}={raw!r} is out of range; expected a number from {minimum:g} to {maximum:g}")
     return value

@@ -11,8 +11,8 @@ import enum
 import json
 import re
 from collections.abc import Iterable
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from urllib.parse import quote
 from urllib.parse import urlsplit
 
@@ -110,7 +110,7 @@ def generation_from(moment: datetime) -> int:
 
 def format_time(moment: datetime) -> str:
     """Format an aware datetime as ISO 8601 UTC with a Z, to the second."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -120,7 +120,7 @@ def parse_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:

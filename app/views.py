@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 from flask import Blueprint
@@ -96,7 +96,7 @@ class Rendered:
 
 def _read() -> tuple[Reading, datetime, int]:
     listens = current_app.extensions["listens"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return listens.reader.read(now), now, listens.settings.items
 
 

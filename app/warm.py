@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 from pathlib import Path
 
 import requests
@@ -107,7 +107,7 @@ NO_SCROBBLES = "no-scrobbles"
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LocalLock:
@@ -122,7 +122,9 @@ class LocalLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+")
         except OSError as error:
-            raise SettingsError(f"cannot open the lock file {str(self.path)!r}: {error.strerror}; check LISTENS_LOCK_FILE") from None
+            raise SettingsError(
+                f"cannot open the lock file {str(self.path)!r}: {error.strerror}; check LISTENS_LOCK_FILE"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -206,7 +208,9 @@ def fetch_all(
         if abort.is_set():
             raise LastfmFatalError("run aborted")
         try:
-            track = client.fetch_recent_track(member.username, member.lastfm_username, now=wallclock(), deadline=deadline)
+            track = client.fetch_recent_track(
+                member.username, member.lastfm_username, now=wallclock(), deadline=deadline
+            )
         except LastfmFatalError:
             abort.set()
             raise
@@ -226,7 +230,7 @@ def fetch_all(
                 # bug must fail the run, never pass for "nobody is listening".
                 raise error
             results[futures[future].id] = future.result()
-        for future, member in futures.items():
+        for member in futures.values():
             if member.id not in results:
                 results[member.id] = _deadline_error(member)
     finally:
@@ -300,7 +304,9 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
     try:
         client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
         try:
-            leased = publisher.acquire_lease(client, settings.key_prefix, result.generation, owner, int(settings.deadline_s) + LEASE_MARGIN_S)
+            leased = publisher.acquire_lease(
+                client, settings.key_prefix, result.generation, owner, int(settings.deadline_s) + LEASE_MARGIN_S
+            )
         except publisher.PublishError as error:
             # Fetching still refreshes the database; the publish will fail
             # (exit 1) unless memcached is back by then.
@@ -320,15 +326,21 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
         connection.close()
 
 
-def _fetch_and_publish(settings, connection, client, result, started, wallclock, checkpoint, clock, start_clock) -> None:
+def _fetch_and_publish(
+    settings, connection, client, result, started, wallclock, checkpoint, clock, start_clock
+) -> None:
     public_members = members.list_members(connection, public_only=True)
     result.members = len(public_members)
     deadline = start_clock + settings.deadline_s
     # Past Last.fm's budget, poll by priority; the rest keep their last known track.
-    polled, _ = schedule.select_for_run(public_members, started, schedule.run_budget(settings.rate, settings.deadline_s))
+    polled, _ = schedule.select_for_run(
+        public_members, started, schedule.run_budget(settings.rate, settings.deadline_s)
+    )
     lastfm = make_lastfm_client(settings, clock)
     try:
-        results = fetch_all(lastfm, polled, concurrency=settings.concurrency, deadline=deadline, clock=clock, wallclock=wallclock)
+        results = fetch_all(
+            lastfm, polled, concurrency=settings.concurrency, deadline=deadline, clock=clock, wallclock=wallclock
+        )
     except LastfmFatalError as error:
         result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
         logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)

@@ -53,7 +53,10 @@ def flask_caching_app() -> Flask:
     app = Flask(__name__)
     page = _page()
     servers = os.environ.get("LISTENS_MEMCACHED", "127.0.0.1:11211").split(",")
-    cache = Cache(app, config={"CACHE_TYPE": "MemcachedCache", "CACHE_MEMCACHED_SERVERS": servers, "CACHE_KEY_PREFIX": "bench-fc:"})
+    cache = Cache(
+        app,
+        config={"CACHE_TYPE": "MemcachedCache", "CACHE_MEMCACHED_SERVERS": servers, "CACHE_KEY_PREFIX": "bench-fc:"},
+    )
 
     @app.get("/")
     @cache.cached(timeout=300)

@@ -15,16 +15,16 @@ import argparse
 import random
 import statistics
 import sys
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 from app import schedule
 from app.members import Member
 from app.snapshot import Track
 
 CYCLE = timedelta(minutes=5)
-START = datetime(2026, 12, 1, tzinfo=timezone.utc)
+START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def simulate(count: int, cycles: int, seed: int, rate: float, deadline_s: float, ceiling_s: int) -> dict:
@@ -55,7 +55,9 @@ def simulate(count: int, cycles: int, seed: int, rate: float, deadline_s: float,
                     detection_cycles.append(cycle - session_started.pop(member.id))
             else:
                 last = member.last_track
-                played = last.played_at if last is not None and last.played_at is not None else START - timedelta(days=3)
+                played = (
+                    last.played_at if last is not None and last.played_at is not None else START - timedelta(days=3)
+                )
                 if last is not None and last.now_playing:
                     played = last.fetched_at
                 track = Track(member.username, member.lastfm_username, "a", "", "t", "", "", played, False, now)
@@ -92,11 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling", type=int, default=3600)
     args = parser.parse_args(argv)
     row = simulate(args.members, args.cycles, args.seed, args.rate, args.deadline, args.ceiling)
-    print(f"schedule simulation: {args.members} members, {args.cycles} cycles of 5 min, rate {args.rate}/s, "
-          f"deadline {args.deadline:g} s, ceiling {args.ceiling} s")
-    print(f"budget per run: {row['budget']} polls (Last.fm allows 1,500 per 5 minutes); most in one cycle: {row['max_calls']}")
-    print(f"listening sessions: {row['sessions']}, seen while playing: {row['detected']}, over before their member was polled: {row['missed']}")
-    print(f"cycles from session start to the member on the page: median {row['median']}, p90 {row['p90']}, max {row['max']}")
+    print(
+        f"schedule simulation: {args.members} members, {args.cycles} cycles of 5 min, rate {args.rate}/s, "
+        f"deadline {args.deadline:g} s, ceiling {args.ceiling} s"
+    )
+    print(
+        f"budget per run: {row['budget']} polls (Last.fm allows 1,500 per 5 minutes); most in one cycle: {row['max_calls']}"
+    )
+    print(
+        f"listening sessions: {row['sessions']}, seen while playing: {row['detected']}, over before their member was polled: {row['missed']}"
+    )
+    print(
+        f"cycles from session start to the member on the page: median {row['median']}, p90 {row['p90']}, max {row['max']}"
+    )
     return 0
 
 

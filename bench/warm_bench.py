@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 from app import members
@@ -51,7 +51,7 @@ def seed(database: Path, count: int) -> None:
     """Add count public members quickly, in one transaction."""
     members.connect(database).close()
     connection = sqlite3.connect(database)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     with connection:
         connection.executemany(
             "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, 1, ?)",
@@ -60,7 +60,9 @@ def seed(database: Path, count: int) -> None:
     connection.close()
 
 
-def measure(count: int, latency_ms: int, concurrency: int, folder: Path, cache: MemcachedProcess, lastfm: FakeLastfm) -> dict:
+def measure(
+    count: int, latency_ms: int, concurrency: int, folder: Path, cache: MemcachedProcess, lastfm: FakeLastfm
+) -> dict:
     database = folder / f"members-{count}.sqlite3"
     seed(database, count)
     cache.flush()
@@ -74,17 +76,28 @@ def measure(count: int, latency_ms: int, concurrency: int, folder: Path, cache: 
         "LISTENS_DEADLINE_SECONDS": "3600",
     }
     started = time.monotonic()
-    child = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, env=service_env(env), capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=REPO, env=service_env(env), capture_output=True, text=True
+    )
     wall_s = time.monotonic() - started
     if child.returncode != 0:
         raise RuntimeError(f"warm run for {count} members exited {child.returncode}:\n{child.stderr[-2000:]}")
     rss_kib = int(child.stderr.rsplit("maxrss_kib=", 1)[1].split()[0])
     calls = lastfm.stats()["requests"]
     ideal_s = count / concurrency * latency_ms / 1000
-    return {"members": count, "wall_s": wall_s, "calls": calls, "calls_per_s": calls / wall_s, "ideal_s": ideal_s, "rss_mb": rss_kib / 1024}
+    return {
+        "members": count,
+        "wall_s": wall_s,
+        "calls": calls,
+        "calls_per_s": calls / wall_s,
+        "ideal_s": ideal_s,
+        "rss_mb": rss_kib / 1024,
+    }
 
 
-def budget_check(cycles: int, count: int, folder: Path, cache: MemcachedProcess, lastfm: FakeLastfm, scale: int = 10) -> dict:
+def budget_check(
+    cycles: int, count: int, folder: Path, cache: MemcachedProcess, lastfm: FakeLastfm, scale: int = 10
+) -> dict:
     """Run warm cycles at the default budget scaled by scale; return calls per cycle and the busiest window."""
     database = folder / f"budget-{count}.sqlite3"
     seed(database, count)
@@ -108,7 +121,9 @@ def budget_check(cycles: int, count: int, folder: Path, cache: MemcachedProcess,
             samples.append((time.monotonic(), lastfm.stats()["requests"]))
             time.sleep(0.25)
         before = lastfm.stats()["requests"]
-        child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, env=service_env(env), stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD], cwd=REPO, env=service_env(env), stderr=subprocess.PIPE, text=True
+        )
         while child.poll() is None:
             samples.append((time.monotonic(), lastfm.stats()["requests"]))
             time.sleep(0.25)
@@ -151,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here (needs matplotlib)")
-    parser.add_argument("--budget-cycles", type=int, default=0, help="also run this many scaled cycles of 10,000 members")
+    parser.add_argument(
+        "--budget-cycles", type=int, default=0, help="also run this many scaled cycles of 10,000 members"
+    )
     args = parser.parse_args(argv)
     counts = [int(value) for value in args.members.split(",")]
 
@@ -165,16 +182,22 @@ def main(argv: list[str] | None = None) -> int:
         lastfm.stop()
         cache.stop()
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"warm benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: fake Last.fm +{args.latency_ms} ms per call, "
-          f"rate limit lifted, concurrency {args.concurrency}")
+    print(
+        f"warm benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: fake Last.fm +{args.latency_ms} ms per call, "
+        f"rate limit lifted, concurrency {args.concurrency}"
+    )
     print(f"{'members':>8}{'wall s':>9}{'ideal s':>9}{'vs ideal':>10}{'calls':>8}{'calls/s':>9}{'peak RSS MB':>13}")
     for row in rows:
-        print(f"{row['members']:>8}{row['wall_s']:>9.2f}{row['ideal_s']:>9.2f}{row['wall_s'] / row['ideal_s']:>9.2f}x"
-              f"{row['calls']:>8}{row['calls_per_s']:>9.1f}{row['rss_mb']:>13.1f}")
+        print(
+            f"{row['members']:>8}{row['wall_s']:>9.2f}{row['ideal_s']:>9.2f}{row['wall_s'] / row['ideal_s']:>9.2f}x"
+            f"{row['calls']:>8}{row['calls_per_s']:>9.1f}{row['rss_mb']:>13.1f}"
+        )
     if budget is not None:
-        print(f"budget check, 10,000 members, default rate and deadline scaled 10x (cycle {budget['window_s']:g} s): "
-              f"calls per cycle {budget['per_cycle']}, most in any {budget['window_s']:g} s window {budget['busiest']} "
-              f"(limit {budget['limit']}, the twin of 1,500 per 5 minutes)")
+        print(
+            f"budget check, 10,000 members, default rate and deadline scaled 10x (cycle {budget['window_s']:g} s): "
+            f"calls per cycle {budget['per_cycle']}, most in any {budget['window_s']:g} s window {budget['busiest']} "
+            f"(limit {budget['limit']}, the twin of 1,500 per 5 minutes)"
+        )
     if args.plot is not None:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")

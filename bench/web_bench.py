@@ -20,8 +20,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 import requests
@@ -53,10 +53,23 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         command = [
-            sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
-            "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", "--log-level", "warning", APPS[name],
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+            APPS[name],
         ]
-        self.process = subprocess.Popen(command, cwd=REPO, env=service_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, cwd=REPO, env=service_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: requests.get(self.url, timeout=2).status_code == 200, 30, f"{name} on {self.url}", 0.1)
 
     def stop(self) -> None:
@@ -78,7 +91,9 @@ def parse_wrk(output: str) -> dict[str, float]:
 def run_wrk(url: str, duration_s: int, connections: int, threads: int) -> dict[str, float]:
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return parse_wrk(output)
 
@@ -117,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         response = requests.get(servers[0].url, timeout=5)
         page = response.content
         (folder / "page.html").write_bytes(page)
-        kept = [(name, value) for name, value in response.headers.items() if name.lower() not in ("content-length", "date", "server", "connection")]
+        kept = [
+            (name, value)
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "date", "server", "connection")
+        ]
         (folder / "headers.json").write_text(json.dumps(kept))
         env["BENCH_PAGE_FILE"] = str(folder / "page.html")
         env["BENCH_HEADERS_FILE"] = str(folder / "headers.json")
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
             run_wrk(server.url, 1, args.connections, args.threads)
         for round_index in range(args.rounds):
-            order = servers[round_index % len(servers):] + servers[: round_index % len(servers)]
+            order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
             for server in order:
                 results[server.name].append(run_wrk(server.url, args.duration, args.connections, args.threads))
 
@@ -137,13 +156,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, runs in results.items()
         }
         constant, caching, same_headers = summary["constant"], summary["flask-caching"], summary["constant-headers"]
-        print(f"web benchmark {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
-              f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)")
-        print(f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}")
+        print(
+            f"web benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
+            f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)"
+        )
+        print(
+            f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}"
+        )
         for name, row in summary.items():
-            print(f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
-                  f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
-                  f"{row['rps'] / same_headers['rps']:>20.2f}x")
+            print(
+                f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
+                f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
+                f"{row['rps'] / same_headers['rps']:>20.2f}x"
+            )
     finally:
         for server in servers:
             server.stop()

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 import requests
@@ -87,12 +87,27 @@ class MemcachedProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> MemcachedProcess:
-        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", str(self.memory_mb), *self.extra_args]
+        command = [
+            self.binary,
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "0",
+            "-m",
+            str(self.memory_mb),
+            *self.extra_args,
+        ]
         if os.geteuid() == 0:
             command += ["-u", "nobody"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_until(lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"), 10, f"memcached on {self.address}")
+            wait_until(
+                lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"),
+                10,
+                f"memcached on {self.address}",
+            )
         except BaseException:
             self.stop()
             raise
@@ -195,7 +210,7 @@ def add_members(database: Path, names, *, private=(), now: datetime | None = Non
     connection = members.connect(database)
     try:
         for name in names:
-            members.add_member(connection, name, name, public=name not in private, now=now or datetime.now(timezone.utc))
+            members.add_member(connection, name, name, public=name not in private, now=now or datetime.now(UTC))
     finally:
         connection.close()
 

@@ -11,9 +11,9 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from collections.abc import Iterator
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 import requests
@@ -74,7 +74,7 @@ class Stack:
         if state == "fresh":
             self.warm()
         elif state == "stale":
-            self.warm_at(datetime.now(timezone.utc) - STALE_AGE)
+            self.warm_at(datetime.now(UTC) - STALE_AGE)
         elif state == "empty":
             for name in MEMBERS:
                 self.lastfm.set_user(name, mode="empty")
@@ -162,4 +162,3 @@ def visit(chromium, stack) -> Iterator[Callable[..., Visit]]:
     yield new_visit
     for context in contexts:
         context.close()
-

@@ -65,10 +65,13 @@ def fake_cover(path: str) -> bytes:
     rings = 'fill="none" stroke="#fff" stroke-opacity=".25"'
     shapes = (
         f'<circle cx="{90 + digest[3] % 120}" cy="{80 + digest[4] % 100}" r="{50 + digest[5] % 50}" {white}/>',
-        "".join(f'<rect y="{40 + row * 48}" width="300" height="{10 + digest[6 + row] % 18}" {white}/>'
-                for row in range(5)),
-        "".join(f'<circle cx="150" cy="150" r="{24 + ring * 26}" {rings} stroke-width="{3 + digest[7 + ring] % 6}"/>'
-                for ring in range(5)),
+        "".join(
+            f'<rect y="{40 + row * 48}" width="300" height="{10 + digest[6 + row] % 18}" {white}/>' for row in range(5)
+        ),
+        "".join(
+            f'<circle cx="150" cy="150" r="{24 + ring * 26}" {rings} stroke-width="{3 + digest[7 + ring] % 6}"/>'
+            for ring in range(5)
+        ),
         f'<path d="M0 {200 + digest[8] % 60} L{100 + digest[9] % 100} {60 + digest[10] % 80}'
         f' L300 {180 + digest[11] % 80} V300 H0Z" fill="#000" fill-opacity=".22"/>',
     )

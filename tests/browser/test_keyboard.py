@@ -29,7 +29,7 @@ def test_keyboard_reaches_every_member_and_track_link_with_visible_focus(site, v
     links = page.page.eval_on_selector_all(".listen-list a", "links => links.map(link => link.href)")
     reached = []
 
-    for press in range(len(links) + 10):
+    for _press in range(len(links) + 10):
         page.page.keyboard.press("Tab")
         focused = page.page.evaluate(FOCUSED)
         if focused["footer"]:

@@ -31,7 +31,18 @@ from tests.support import wait_until
 pytestmark = pytest.mark.e2e
 
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
-WRITE_COUNTERS = ("cmd_set", "cmd_touch", "cmd_flush", "delete_hits", "delete_misses", "cas_hits", "cas_misses", "cas_badval", "incr_hits", "decr_hits")
+WRITE_COUNTERS = (
+    "cmd_set",
+    "cmd_touch",
+    "cmd_flush",
+    "delete_hits",
+    "delete_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "incr_hits",
+    "decr_hits",
+)
 
 # Runs warm.run in a child process and SIGKILLs it at one protocol step.
 KILL_AT_STEP = """
@@ -131,7 +142,7 @@ def test_page_and_api_requests_leave_write_counters_unchanged(site):
     warm_ok(site)
     before = memcached_stats(site["cache"].address)
     with requests.Session() as session:
-        for index in range(250):
+        for _index in range(250):
             assert session.get(site["web"].url + "/", timeout=5).status_code == 200
             assert session.get(site["web"].url + "/api/internal/user-listens", timeout=5).status_code == 200
     after = memcached_stats(site["cache"].address)
@@ -154,7 +165,11 @@ def test_run_killed_before_pointer_swap_leaves_previous_snapshot_served(step, si
     before = get_api(site)
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_STEP, step], cwd=REPO, env=service_env(site["env"]), capture_output=True, timeout=60
+        [sys.executable, "-c", KILL_AT_STEP, step],
+        cwd=REPO,
+        env=service_env(site["env"]),
+        capture_output=True,
+        timeout=60,
     )
 
     assert killed.returncode == -signal.SIGKILL
@@ -170,7 +185,11 @@ def test_run_killed_after_pointer_swap_serves_new_snapshot(site):
     before = get_api(site)
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_STEP, "pointer-swapped"], cwd=REPO, env=service_env(site["env"]), capture_output=True, timeout=60
+        [sys.executable, "-c", KILL_AT_STEP, "pointer-swapped"],
+        cwd=REPO,
+        env=service_env(site["env"]),
+        capture_output=True,
+        timeout=60,
     )
 
     assert killed.returncode == -signal.SIGKILL
@@ -204,7 +223,10 @@ def test_member_gone_private_on_lastfm_disappears_on_next_run(site):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LISTENS_LASTFM_URL": "https://ws.audioscrobbler.com/2.0/", "LASTFM_API_KEY": ""}, "LASTFM_API_KEY is not set"),
+        (
+            {"LISTENS_LASTFM_URL": "https://ws.audioscrobbler.com/2.0/", "LASTFM_API_KEY": ""},
+            "LASTFM_API_KEY is not set",
+        ),
         ({"LISTENS_CONCURRENCY": "many"}, "LISTENS_CONCURRENCY"),
         ({"LISTENS_MEMCACHED": "localhost"}, "LISTENS_MEMCACHED"),
     ],
@@ -242,7 +264,7 @@ def test_page_is_unavailable_quickly_when_memcached_is_down(site, tmp_path):
     dead = {**site["env"], "LISTENS_MEMCACHED": "127.0.0.1:1"}
     web = Gunicorn(dead).start(tmp_path / "gunicorn.log")
     try:
-        for attempt in range(5):
+        for _attempt in range(5):
             started = time.monotonic()
             page = requests.get(web.url + "/", timeout=5)
             assert time.monotonic() - started < 0.5
@@ -273,7 +295,9 @@ def test_page_follows_a_publish_within_the_recheck_interval(site, tmp_path):
         seen = []
 
         def caught_up():
-            batch = [requests.get(f"{web.url}/api/internal/user-listens", timeout=5).json()["generation"] for _ in range(10)]
+            batch = [
+                requests.get(f"{web.url}/api/internal/user-listens", timeout=5).json()["generation"] for _ in range(10)
+            ]
             seen.extend(batch)
             return batch == [new] * 10
 

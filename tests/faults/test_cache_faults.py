@@ -255,7 +255,7 @@ def tiny_site(make_stack):
 
 
 def assert_served_without_errors(stack, requests_count: int = 20) -> None:
-    for index in range(requests_count):
+    for _index in range(requests_count):
         for path in ("/", API_PATH, "/healthz"):
             assert stack.get(path).status_code in (200, 503)
     assert "Traceback" not in stack.log() and "unhandled error" not in stack.log()
@@ -314,13 +314,24 @@ def test_page_says_warming_when_every_snapshot_is_evicted_and_next_run_restores_
 
 def valid_snapshot(generation: int, **track_changes) -> dict:
     track = {
-        "username": "mallory", "lastfmUsername": "mallory", "artist": "Artist", "album": "Album",
-        "track": "GARBAGE-SHOWN", "url": "https://www.last.fm/music/Artist", "image": "",
-        "playedAt": "2026-12-01T11:00:00Z", "nowPlaying": False, "fetchedAt": "2026-12-01T12:00:00Z",
+        "username": "mallory",
+        "lastfmUsername": "mallory",
+        "artist": "Artist",
+        "album": "Album",
+        "track": "GARBAGE-SHOWN",
+        "url": "https://www.last.fm/music/Artist",
+        "image": "",
+        "playedAt": "2026-12-01T11:00:00Z",
+        "nowPlaying": False,
+        "fetchedAt": "2026-12-01T12:00:00Z",
     }
     track.update(track_changes)
     return {
-        "version": 2, "generation": generation, "lastUpdated": "2026-12-01T12:00:00Z", "tracks": [track], "stats": {},
+        "version": 2,
+        "generation": generation,
+        "lastUpdated": "2026-12-01T12:00:00Z",
+        "tracks": [track],
+        "stats": {},
     }
 
 
@@ -338,18 +349,21 @@ GARBAGE_SNAPSHOTS = {
     "wrong-version": (lambda g: garbage(g, document=valid_snapshot(g) | {"version": 1}), "version 1 is not 2"),
     "wrong-generation": (lambda g: garbage(g, document=valid_snapshot(g - 7)), "does not match the key's"),
     "tracks-not-a-list": (
-        lambda g: garbage(g, document=valid_snapshot(g) | {"tracks": "GARBAGE-SHOWN"}), "tracks is not a list"
+        lambda g: garbage(g, document=valid_snapshot(g) | {"tracks": "GARBAGE-SHOWN"}),
+        "tracks is not a list",
     ),
     "artist-a-number": (lambda g: garbage(g, artist=5), "tracks[0].artist is not a string"),
     "now-playing-a-string": (lambda g: garbage(g, nowPlaying="yes"), "tracks[0].nowPlaying is not a boolean"),
     "played-at-not-a-time": (lambda g: garbage(g, playedAt="yesterday"), "tracks[0].playedAt 'yesterday'"),
     "stats-not-numbers": (
-        lambda g: garbage(g, document=valid_snapshot(g) | {"stats": {"members": "many"}}), "stats is not an object"
+        lambda g: garbage(g, document=valid_snapshot(g) | {"stats": {"members": "many"}}),
+        "stats is not an object",
     ),
     "lone-surrogate": (lambda g: garbage(g, artist="\ud800"), "tracks[0].artist is not valid Unicode"),
     "javascript-url": (lambda g: garbage(g, url="javascript:alert(1)"), "tracks[0].url is not an https link"),
     "data-image": (
-        lambda g: garbage(g, image="data:image/svg+xml,<svg onload=alert(1)>"), "tracks[0].image is not an https image"
+        lambda g: garbage(g, image="data:image/svg+xml,<svg onload=alert(1)>"),
+        "tracks[0].image is not an https image",
     ),
     "deep-nesting": (lambda g: b"[" * 100_000, "snapshot is not JSON (RecursionError)"),
     "900-kb-blob": (lambda g: b"x" * 900_000, "snapshot is not JSON"),

@@ -122,8 +122,12 @@ def hostile_tracks() -> dict[str, dict]:
 def benign_twin(item: dict) -> dict:
     """Return a plain track the template renders with the same structure as item (an API entry)."""
     return {
-        "artist": "Plain artist", "album": "Plain album" if item["album"] else "", "name": "Plain track",
-        "url": item["url"], "image": item["image"], "now_playing": item["nowPlaying"],
+        "artist": "Plain artist",
+        "album": "Plain album" if item["album"] else "",
+        "name": "Plain track",
+        "url": item["url"],
+        "image": item["image"],
+        "now_playing": item["nowPlaying"],
     }
 
 
@@ -329,7 +333,8 @@ def bad_database_env(folder: Path, kind: str) -> dict[str, str]:
 
 BAD_SETTINGS = {
     "missing-key-with-real-lastfm": (
-        {"LISTENS_LASTFM_URL": "https://ws.audioscrobbler.com/2.0/", "LASTFM_API_KEY": ""}, "LASTFM_API_KEY"
+        {"LISTENS_LASTFM_URL": "https://ws.audioscrobbler.com/2.0/", "LASTFM_API_KEY": ""},
+        "LASTFM_API_KEY",
     ),
     "deadline-not-a-number": ({"LISTENS_DEADLINE_SECONDS": "soon"}, "LISTENS_DEADLINE_SECONDS"),
     "rate-infinite": ({"LISTENS_RATE": "inf"}, "LISTENS_RATE"),

@@ -29,8 +29,11 @@ _GENERATION_MARK = re.compile(r"gen-(\d+)")
 def generation_track(index: int) -> dict:
     """Return the track every member plays in warm run index: its name says which run fetched it."""
     return {
-        "artist": "Load", "album": "Test", "name": f"gen-{index}",
-        "url": f"https://www.last.fm/music/Load/_/gen-{index}", "image": "",
+        "artist": "Load",
+        "album": "Test",
+        "name": f"gen-{index}",
+        "url": f"https://www.last.fm/music/Load/_/gen-{index}",
+        "image": "",
     }
 
 

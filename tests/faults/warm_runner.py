@@ -17,9 +17,9 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 from pathlib import Path
 
 from app import warm
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return warm.EXIT_CONFIG
     now = None
     if arguments.now_offset is not None:
-        now = datetime.now(timezone.utc) + timedelta(seconds=arguments.now_offset)
+        now = datetime.now(UTC) + timedelta(seconds=arguments.now_offset)
     checkpoint = make_checkpoint(arguments.control, set(arguments.pause_at))
     return warm.run(settings, now=now, checkpoint=checkpoint).exit_code
 

@@ -13,14 +13,22 @@ import responses
 from tests.conftest import FAKE_LASTFM_URL
 
 
-def recent_payload(user: str, artist: str, track: str, *, played: datetime | None = None, now_playing: bool = False) -> dict:
+def recent_payload(
+    user: str, artist: str, track: str, *, played: datetime | None = None, now_playing: bool = False
+) -> dict:
     """Return a user.getrecenttracks body in the modern wire shape."""
     item = {
         "artist": {"mbid": "", "#text": artist},
         "streamable": "0",
         "image": [
-            {"size": "small", "#text": "https://lastfm.freetls.fastly.net/i/u/34s/0123456789abcdef0123456789abcdef.png"},
-            {"size": "extralarge", "#text": "https://lastfm.freetls.fastly.net/i/u/300x300/0123456789abcdef0123456789abcdef.png"},
+            {
+                "size": "small",
+                "#text": "https://lastfm.freetls.fastly.net/i/u/34s/0123456789abcdef0123456789abcdef.png",
+            },
+            {
+                "size": "extralarge",
+                "#text": "https://lastfm.freetls.fastly.net/i/u/300x300/0123456789abcdef0123456789abcdef.png",
+            },
         ],
         "mbid": "",
         "album": {"mbid": "", "#text": f"{artist} album"},
@@ -31,7 +39,9 @@ def recent_payload(user: str, artist: str, track: str, *, played: datetime | Non
     if now_playing:
         items.append({**item, "@attr": {"nowplaying": "true"}})
     if played is not None:
-        items.append({**item, "date": {"uts": str(int(played.timestamp())), "#text": played.strftime("%d %b %Y, %H:%M")}})
+        items.append(
+            {**item, "date": {"uts": str(int(played.timestamp())), "#text": played.strftime("%d %b %Y, %H:%M")}}
+        )
     attr = {"user": user, "totalPages": "1", "page": "1", "perPage": "1", "total": str(len(items))}
     return {"recenttracks": {"track": items, "@attr": attr}}
 

@@ -8,9 +8,9 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pylibmc
 import pytest
@@ -34,10 +34,23 @@ from tests.support import memcached_stats
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PREFIX = "user-listens"
 
-WRITE_COUNTERS = ("cmd_set", "cmd_touch", "cmd_flush", "delete_hits", "delete_misses", "cas_hits", "cas_misses", "cas_badval", "incr_hits", "incr_misses", "decr_hits", "decr_misses")
+WRITE_COUNTERS = (
+    "cmd_set",
+    "cmd_touch",
+    "cmd_flush",
+    "delete_hits",
+    "delete_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+)
 
 STATE_WORDING = {
     "warming": "Warming up",
@@ -55,7 +68,9 @@ def add_members(settings, *names: str, private: tuple[str, ...] = ()) -> None:
 def answer_everyone(stub: LastfmStub, when: datetime) -> None:
     stub.answers.update(
         {
-            "alice": recent_payload("alice", "Björk", "Hyperballad", now_playing=True, played=when - timedelta(minutes=9)),
+            "alice": recent_payload(
+                "alice", "Björk", "Hyperballad", now_playing=True, played=when - timedelta(minutes=9)
+            ),
             "bob": recent_payload("bob", "Sigur Rós", "Hoppípolla", played=when - timedelta(minutes=3)),
             "carol": recent_payload("carol", "Low", "Words", played=when - timedelta(minutes=30)),
         }
@@ -115,7 +130,13 @@ def test_warm_publishes_snapshot_that_page_and_api_show(published, client):
 
 
 def test_warm_summary_counts_members(published):
-    assert (published.members, published.fetched, published.carried, published.dropped, published.failed) == (3, 3, 0, 0, 0)
+    assert (published.members, published.fetched, published.carried, published.dropped, published.failed) == (
+        3,
+        3,
+        0,
+        0,
+        0,
+    )
     assert published.tracks == 3
 
 
@@ -161,7 +182,7 @@ def test_older_generation_started_later_never_moves_pointer_back(published, sett
 
 def test_web_requests_never_write_to_memcached(published, client, memcached):
     before = memcached_stats(memcached.address)
-    for index in range(250):
+    for _index in range(250):
         assert client.get("/").status_code == 200
         assert client.get("/api/internal/user-listens").status_code == 200
     after = memcached_stats(memcached.address)
@@ -235,14 +256,16 @@ def test_memcached_restart_while_lastfm_down_restores_last_known_tracks(publishe
 
 
 def test_every_state_has_its_own_wording(settings, memcached, stub, client):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     pages = {"warming": client.get("/").get_data(as_text=True)}
     add_members(settings, "alice", "bob", "carol")
     # Generations only move forward, so the runs go from the oldest start time.
     answer_everyone(stub, now - timedelta(hours=1))
     run_at(settings, now - timedelta(hours=1))
     pages["stale"] = client.get("/").get_data(as_text=True)
-    stub.answers.update({name: {"recenttracks": {"track": [], "@attr": {"user": name}}} for name in ("alice", "bob", "carol")})
+    stub.answers.update(
+        {name: {"recenttracks": {"track": [], "@attr": {"user": name}}} for name in ("alice", "bob", "carol")}
+    )
     run_at(settings, now - timedelta(minutes=2))
     pages["empty"] = client.get("/").get_data(as_text=True)
     answer_everyone(stub, now)
@@ -277,7 +300,13 @@ def test_reader_says_warming_when_pointer_survives_but_snapshots_are_gone(publis
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"not json", b'{"version": 1, "generation": 1, "tracks": []}', b'{"version": 2, "generation": 5, "tracks": []}', b'{"version": 2, "generation": GEN, "lastUpdated": "2026-12-01T12:00:00Z", "tracks": "oops"}', b"x" * 900_000],
+    [
+        b"not json",
+        b'{"version": 1, "generation": 1, "tracks": []}',
+        b'{"version": 2, "generation": 5, "tracks": []}',
+        b'{"version": 2, "generation": GEN, "lastUpdated": "2026-12-01T12:00:00Z", "tracks": "oops"}',
+        b"x" * 900_000,
+    ],
 )
 def test_reader_never_shows_garbage_snapshot_and_logs_key(garbage, settings, memcached, client, caplog):
     generation = 1_700_000_000_000_000
@@ -304,7 +333,7 @@ def test_reader_reports_garbage_pointer_as_unavailable(settings, memcached, clie
 def test_reader_costs_one_get_per_request_when_generation_unchanged(published, client, memcached):
     client.get("/")
     before = memcached_stats(memcached.address)["cmd_get"]
-    for index in range(20):
+    for _index in range(20):
         client.get("/")
 
     assert memcached_stats(memcached.address)["cmd_get"] - before == 20
@@ -317,7 +346,7 @@ def test_page_is_unavailable_within_bound_when_memcached_hangs_and_recovers(sett
         web = app.test_client()
         assert page_state(web) == "warming"
         server.pause()
-        for attempt in range(3):
+        for _attempt in range(3):
             started = time.monotonic()
             assert page_state(web) == "unavailable"
             assert time.monotonic() - started < 0.5
@@ -359,7 +388,9 @@ def test_second_run_on_same_host_exits_0_while_lock_held(published, settings, st
 def test_second_host_exits_0_while_lease_held(published, settings, stub):
     raw_client(settings).add(lease_key(PREFIX), b"1", time=60)
 
-    result = run_at(dataclasses.replace(settings, lock_file=settings.database.with_name("b.lock")), T0 + timedelta(minutes=5))
+    result = run_at(
+        dataclasses.replace(settings, lock_file=settings.database.with_name("b.lock")), T0 + timedelta(minutes=5)
+    )
 
     assert (result.outcome, result.exit_code) == ("leased", 0)
     assert current_generation(settings) == published.generation

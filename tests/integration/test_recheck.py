@@ -39,7 +39,9 @@ def stub(settings, memcached):
 def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(settings, memcached, stub):
     first = warm.run(settings, now=T0)
     clock = FakeClock()
-    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock)
+    reader = SnapshotReader(
+        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock
+    )
     assert reader.read(T0).generation == first.generation
     second = warm.run(settings, now=T0 + timedelta(minutes=5))
     gets_before = memcached_stats(memcached.address)["cmd_get"]
@@ -56,7 +58,9 @@ def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(
 
 def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
     warm.run(settings, now=T0)
-    reader = SnapshotReader(settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock())
+    reader = SnapshotReader(
+        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock()
+    )
 
     assert reader.read(T0).state.value == "fresh"
     assert reader.read(T0 + timedelta(seconds=settings.fresh_s + 1)).state.value == "stale"

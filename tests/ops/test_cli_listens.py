@@ -6,9 +6,9 @@ import dataclasses
 import logging
 import re
 import time
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 
@@ -53,14 +53,14 @@ def add_members(settings, *names: str) -> None:
 
 
 def answer_everyone(stub: LastfmStub, *names: str) -> None:
-    played = datetime.now(timezone.utc) - timedelta(minutes=3)
+    played = datetime.now(UTC) - timedelta(minutes=3)
     for name in names:
         stub.answers[name] = recent_payload(name, "Low", "Words", played=played)
 
 
 def publish(settings, *, age: timedelta, tracks: int = 1) -> Snapshot:
     """Publish a snapshot whose newest fetch is age old, as the warm job would."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     updated = now - age
     track = Track(
         username="alice",

@@ -1,8 +1,8 @@
 """deploy/gunicorn.conf.py: real gunicorn settings, no control socket, and one log line per event."""
 
 from __future__ import annotations
-
 import __future__
+
 import inspect
 import logging
 import os

@@ -317,7 +317,7 @@ def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(insta
 
             def moved():
                 assert requests.get(url, timeout=2).status_code == 200
-                return serving_release(web.pid) == {target}
+                return serving_release(web.pid) == {target}  # noqa: B023 (waited on within this iteration)
 
             wait_until(moved, 30, f"workers in {target} after HUP")
     finally:

@@ -190,7 +190,7 @@ def test_confirmed_get_trusts_a_miss_only_while_the_pool_is_whole(pool, how):
 
     fail(victim, how)
     try:
-        for attempt in range(3):
+        for _attempt in range(3):
             started = time.monotonic()
             with pytest.raises(cache.CacheUnavailableError):
                 cache.confirmed_get(client, absent)
@@ -215,13 +215,13 @@ def test_page_is_unavailable_never_warming_then_next_warm_run_recovers_when_pool
 
     victim.pause()
     try:
-        for attempt in range(3):
+        for _attempt in range(3):
             response, elapsed = timed(lambda: web.get("/api/internal/user-listens"))
             assert response.status_code == 200 and response.get_json()["state"] == "unavailable"
             assert elapsed < READ_BOUND_S
         second = warm.run(settings)
         assert (second.outcome, second.exit_code) == ("published", 0), second.summary()
-        for attempt in range(3):
+        for _attempt in range(3):
             response, elapsed = timed(lambda: web.get("/api/internal/user-listens"))
             assert (response.get_json()["state"], response.get_json()["generation"]) == ("fresh", second.generation)
             assert elapsed < READ_BOUND_S
@@ -269,7 +269,7 @@ def test_page_and_next_warm_run_recover_without_manual_steps_when_pool_server_st
         # run; a worker that already parsed the lost snapshot keeps showing it.
         expected = ("unavailable",) if lost == "pointer" else ("fresh", "unavailable")
         victim.stop()
-        for attempt in range(6):
+        for _attempt in range(6):
             data, elapsed = api(web)
             assert data["state"] in expected and elapsed < READ_BOUND_S
         second = published_generation(run_warm(env))
@@ -309,7 +309,10 @@ def test_warm_runs_on_two_hosts_publish_once_per_cycle_through_the_lease(pool, l
         folder.mkdir()
         add_members(folder / "listens.sqlite3")
         hosts[name] = support.stack_env(
-            ",".join(servers_of(pool)), lastfm.url, folder / "listens.sqlite3", LISTENS_LOCK_FILE=str(folder / "warm.lock")
+            ",".join(servers_of(pool)),
+            lastfm.url,
+            folder / "listens.sqlite3",
+            LISTENS_LOCK_FILE=str(folder / "warm.lock"),
         )
     # Each Last.fm answer takes a second, so a run holds the lease that long.
     lastfm.control("latency", {"ms": 1000})
@@ -321,7 +324,7 @@ def test_warm_runs_on_two_hosts_publish_once_per_cycle_through_the_lease(pool, l
         try:
             # The first host is mid-run, holding the lease; freeze it there.
             wait_until(
-                lambda: (reader.get(lease_key(PREFIX)) or b"").endswith(hosts[first]["LISTENS_LOCK_FILE"].encode()),
+                lambda: (reader.get(lease_key(PREFIX)) or b"").endswith(hosts[first]["LISTENS_LOCK_FILE"].encode()),  # noqa: B023 (waited on within this iteration)
                 20,
                 f"host {first} holding the lease",
             )

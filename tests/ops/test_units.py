@@ -101,7 +101,7 @@ def test_timer_starts_the_warm_service_every_5_minutes_on_the_clock(units):
     moments = [datetime.strptime(text, "%Y-%m-%d %H:%M:%S") for text in elapses]
     assert len(moments) == 4, calendar.stdout
     assert all(moment.minute % 5 == 0 and moment.second == 0 for moment in moments)
-    assert all((later - earlier).total_seconds() == 300 for earlier, later in zip(moments, moments[1:]))
+    assert all((later - earlier).total_seconds() == 300 for earlier, later in zip(moments, moments[1:], strict=False))
 
 
 def test_warm_service_is_a_oneshot_that_times_out_after_the_run_deadline(units):
@@ -173,7 +173,7 @@ def test_units_name_files_that_exist_in_the_release(units):
 
     assert named
     for name, key, path in named:
-        assert (REPO / path[len(APP_PREFIX):]).exists(), f"{name} {key}= names {path}, not in the repository"
+        assert (REPO / path[len(APP_PREFIX) :]).exists(), f"{name} {key}= names {path}, not in the repository"
 
 
 def test_every_service_alerts_on_failure_and_stops_in_bounded_time(units):

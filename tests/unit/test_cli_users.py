@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import pytest
 
@@ -12,7 +12,7 @@ from app import create_app
 from app import members
 from app.snapshot import Track
 
-NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
 
 def invoke(runner, *args: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -10,7 +11,7 @@ import pytest
 
 from app import filters
 
-NOW = datetime(2026, 12, 1, 12, 30, 45, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 30, 45, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import copy
 import json
 import logging
 import traceback
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from app import throttle
 
 BASE_URL = "https://lastfm.test/2.0/"
 API_KEY = "SECRETKEY5f1e2d3c4b5a69788796a5b4"
-NOW = datetime(2024, 4, 3, 9, 10, tzinfo=timezone.utc)
+NOW = datetime(2024, 4, 3, 9, 10, tzinfo=UTC)
 DATA = Path(__file__).resolve().parents[1] / "data" / "lastfm"
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Last.fm is down for maintenance</title></head><body></body></html>"
 
@@ -113,7 +113,7 @@ def serve(mocked, user: str, body, status: int = 200, headers: dict | None = Non
 
 
 def utc(uts: int) -> datetime:
-    return datetime.fromtimestamp(uts, tz=timezone.utc)
+    return datetime.fromtimestamp(uts, tz=UTC)
 
 
 # -- the recorded responses ------------------------------------------------------
@@ -255,9 +255,7 @@ def test_fetch_recent_track_parses_recorded_response(name, clock, mocked):
     if expected is None:
         assert track is None
     else:
-        assert track == snapshot.Track(
-            username="member", lastfm_username=lastfm_username, fetched_at=NOW, **expected
-        )
+        assert track == snapshot.Track(username="member", lastfm_username=lastfm_username, fetched_at=NOW, **expected)
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED_ERRORS))

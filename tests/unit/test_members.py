@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 
@@ -14,7 +14,7 @@ from app.members import FetchOutcome
 from app.members import MembersError
 from app.snapshot import Track
 
-NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
 
 @pytest.fixture

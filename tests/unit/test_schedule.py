@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 
@@ -12,11 +12,13 @@ from app import schedule
 from app.members import Member
 from app.snapshot import Track
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR_S = 3600
 
 
-def track(*, played_ago: timedelta | None = None, now_playing: bool = False, fetched_ago: timedelta = timedelta(0)) -> Track:
+def track(
+    *, played_ago: timedelta | None = None, now_playing: bool = False, fetched_ago: timedelta = timedelta(0)
+) -> Track:
     return Track(
         username="m",
         lastfm_username="m",
@@ -97,7 +99,10 @@ def test_select_for_run_puts_active_then_never_polled_then_most_overdue_first():
 
 def test_select_for_run_caps_active_members_so_quiet_ones_never_starve():
     active = [member(index, track(now_playing=True)) for index in range(10)]
-    quiet = [member(100 + index, track(played_ago=timedelta(days=1)), due_in=timedelta(minutes=-index)) for index in range(10)]
+    quiet = [
+        member(100 + index, track(played_ago=timedelta(days=1)), due_in=timedelta(minutes=-index))
+        for index in range(10)
+    ]
 
     selected, deferred = schedule.select_for_run(active + quiet, NOW, budget=6)
 
@@ -116,6 +121,8 @@ def test_select_for_run_reaches_every_member_within_members_over_budget_cycles()
         for chosen in selected:
             polled_at.setdefault(chosen.id, cycle)
             due = schedule.next_poll_at(chosen.last_track, now, HOUR_S)
-            members[chosen.id] = Member(chosen.id, chosen.username, chosen.lastfm_username, True, "ok", chosen.last_track, due)
+            members[chosen.id] = Member(
+                chosen.id, chosen.username, chosen.lastfm_username, True, "ok", chosen.last_track, due
+            )
 
     assert sorted(polled_at) == list(range(100))

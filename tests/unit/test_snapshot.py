@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -18,7 +19,7 @@ from app.snapshot import SnapshotInvalidError
 from app.snapshot import Track
 
 GENERATION = 1767323100000000
-NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
 
 def make_track(
@@ -59,7 +60,7 @@ def encoded(payload: object) -> bytes:
 
 
 def test_encode_snapshot_bytes_are_canonical():
-    played_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    played_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     snapshot = make_snapshot(make_track("alice", lastfm_username="rj", played_at=played_at))
     expected = (
         '{"generation":1767323100000000,"lastUpdated":"2026-01-02T03:05:00Z",'
@@ -68,7 +69,7 @@ def test_encode_snapshot_bytes_are_canonical():
         '"image":"https://lastfm.freetls.fastly.net/i/u/300x300/a.png","lastfmUsername":"rj",'
         '"nowPlaying":false,"playedAt":"2026-01-02T03:04:05Z","track":"Jóga",'
         '"url":"https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga","username":"alice"}],"version":2}'
-    ).encode("utf-8")
+    ).encode()
 
     assert module.encode_snapshot(snapshot) == expected
 
@@ -321,7 +322,7 @@ def test_snapshot_key_never_equals_a_legacy_key():
 
 
 def test_generation_from_is_microseconds_since_the_epoch():
-    assert module.generation_from(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=timezone.utc)) == 1_000_005
+    assert module.generation_from(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == 1_000_005
 
 
 # -- sort_tracks -------------------------------------------------------------------------

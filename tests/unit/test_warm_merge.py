@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 
@@ -16,7 +16,7 @@ from app.lastfm import LastfmTransientError
 from app.members import Member
 from app.snapshot import Track
 
-STARTED = datetime(2026, 1, 2, 3, 5, 0, tzinfo=timezone.utc)
+STARTED = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 FRESH_S = 420
 MAX_STALE_S = 86400
 FAKE_URL = "http://127.0.0.1:9/2.0/"
@@ -87,7 +87,12 @@ def test_merge_publishes_nothing_without_members():
     merged = merge([], {})
 
     assert (merged.tracks, merged.fetched, merged.carried, merged.dropped, merged.failed, merged.last_updated) == (
-        [], 0, 0, 0, 0, None,
+        [],
+        0,
+        0,
+        0,
+        0,
+        None,
     )
 
 
