@@ -27,7 +27,7 @@ READER_TIMEOUT_MS = 150
 WRITER_TIMEOUT_MS = 2000
 
 _BASE_BEHAVIORS = {
-    # gets/cas need CAS identifiers on every read (DESIGN §3 publish step 5).
+    # gets/cas need CAS identifiers on every read (docs/design.md, Publish, step 5).
     "cas": True,
     "tcp_nodelay": True,
     # Consistent hashing, so a pool losing one server only moves that server's keys.

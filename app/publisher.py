@@ -1,6 +1,6 @@
 """Publishing snapshots: the only module that writes to memcached.
 
-It implements the write half of the snapshot protocol (DESIGN §3): `add` the
+It implements the write half of the snapshot protocol (docs/design.md, Publish): `add` the
 snapshot under its generation's key, read it back byte for byte, then move
 the pointer forward with compare-and-swap, never backwards. It also holds the
 run lease and the legacy-key purge, the other two writes the system makes.
@@ -69,7 +69,7 @@ def publish_snapshot(
     key = snapshot_key(prefix, generation)
     payload = encode_snapshot(snapshot)
     try:
-        # DESIGN §3 step 4: `add`, never `set`: a failed set drops the old value.
+        # Publish, step 4 (docs/design.md): `add`, never `set`: a failed set drops the old value.
         if not client.add(key, payload, time=expiry_s):
             logger.warning("snapshot key %s already exists; checking it holds this run's bytes", key)
         checkpoint("snapshot-written")
@@ -93,7 +93,7 @@ def _swap_pointer(
             raw, cas_id = client.gets(key)
             checkpoint("pointer-read")
             if raw is None:
-                # DESIGN §3 step 5: `add` when there is no pointer yet; losing
+                # Publish, step 5 (docs/design.md): `add` when there is no pointer yet; losing
                 # the race means somebody else created one: read it again.
                 if client.add(key, encode_pointer(Pointer(generation, None)), time=expiry_s):
                     break
@@ -108,7 +108,7 @@ def _swap_pointer(
         else:
             raise PublishError(f"pointer {key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
         checkpoint("pointer-swapped")
-        # DESIGN §3 step 6: only a pointer read back at (or past) our
+        # Publish, step 6 (docs/design.md): only a pointer read back at (or past) our
         # generation counts as published.
         current = client.get(key)
     except pylibmc.Error as error:

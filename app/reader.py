@@ -2,7 +2,7 @@
 
 Per request it reads the pointer, reuses the snapshot it already parsed for
 that generation, or fetches and validates it, falling back to the previous
-generation when the current one was evicted or is invalid (DESIGN §3, read).
+generation when the current one was evicted or is invalid (docs/design.md, Read).
 Every cache failure becomes the `unavailable` state; it never raises.
 """
 
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # value under heavy traffic does not flood the log.
 WARNING_INTERVAL_S = 60.0
 
-# DESIGN §3 read step 1: a dead or hung cache is `unavailable` well within
+# Read, step 1 (docs/design.md): a dead or hung cache is `unavailable` well within
 # 0.5 s. A failed read costs at most about one client timeout
 # (cache.READER_TIMEOUT_MS); a second read is tried only when the first failed
 # within this, so two of them still fit in the bound.

@@ -85,7 +85,7 @@ class Rendered:
         self.headers = Headers(headers)
 
     def respond(self) -> Response:
-        # DESIGN §3 read: a snapshot never changes, so what was rendered from
+        # Read (docs/design.md): a snapshot never changes, so what was rendered from
         # it is served again as long as nothing it shows has changed.
         if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(self.etag):
             not_modified = _CheckedHeaders(self.headers)

@@ -2,7 +2,7 @@
 
 This is the only code path that writes the cache (through app.publisher) and
 the members database's tracks. One run: lock, lease, fetch, merge, publish,
-one summary line, an exit code systemd understands (DESIGN §3, publish).
+one summary line, an exit code systemd understands (docs/design.md, Publish).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def _outcomes(results: Mapping[int, object], now: datetime, ceiling_s: int) -> l
 
 
 def _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock) -> None:
-    """DESIGN §3 step 3: Last.fm failed for everyone; republish only what a cache loss erased."""
+    """Publish, step 3 (docs/design.md): Last.fm failed for everyone; republish only what a cache loss erased."""
     result.error = "no member could be fetched from Last.fm"
     try:
         current = publisher.read_published(client, settings.key_prefix)

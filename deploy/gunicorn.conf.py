@@ -1,4 +1,4 @@
-"""gunicorn settings for the listens web app (read-only; DESIGN §2).
+"""gunicorn settings for the listens web app (read-only; docs/design.md, Processes).
 
 systemd starts gunicorn with ``--config`` pointing here; anything that differs
 between hosts is an environment variable, not an edit to this file.

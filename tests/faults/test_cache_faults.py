@@ -29,7 +29,7 @@ from tests.support import memcached_stats
 pytestmark = pytest.mark.faults
 
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
-# DESIGN §3 read step 1 and the issue: a dead or hung cache is `unavailable` within this bound.
+# Read, step 1 (docs/design.md): a dead or hung cache is `unavailable` within this bound.
 UNAVAILABLE_BOUND_S = 0.5
 VISITORS = 2
 REQUESTS_PER_VISITOR = 12

@@ -24,15 +24,12 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "lastfm"
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Last.fm is down for maintenance</title></head><body></body></html>"
 
 
+RECORDED = DATA / "recorded"
+
+
 def recorded_fixtures_folder() -> Path:
-    """Return /work/shared/fixtures/lastfm (recorded real responses); fail loudly when it is missing."""
-    folder = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "lastfm"
-    if not folder.is_dir():
-        pytest.fail(
-            f"recorded Last.fm responses not found at {folder}; they live in the shared folder beside the"
-            " repository (shared/fixtures/lastfm, see its SOURCES.md)"
-        )
-    return folder
+    """Return the folder of real recorded responses (tests/data/lastfm/recorded, sources in its SOURCES.md)."""
+    return RECORDED
 
 
 def recorded(name: str) -> bytes:
