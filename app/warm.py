@@ -27,6 +27,7 @@ import requests
 import requests.adapters
 
 from app import cache
+from app import logs
 from app import members
 from app import publisher
 from app import schedule
@@ -431,10 +432,16 @@ class GenerationFilter(logging.Filter):
 
 
 def configure_logging() -> None:
-    """Log one key=value line per event to stderr (journald), each with the run's generation."""
-    handler = logging.StreamHandler()
+    """Log one key=value line per event to stderr (journald), each with the run's generation.
+
+    Under systemd each line starts with its priority (app.logs), so
+    journalctl -p warning shows a failed run.
+    """
+    handler = logs.JournalHandler()
     handler.addFilter(GenerationFilter())
-    handler.setFormatter(logging.Formatter("level=%(levelname)s logger=%(name)s generation=%(generation)s %(message)s"))
+    handler.setFormatter(
+        logs.OneLineFormatter("level=%(levelname)s logger=%(name)s generation=%(generation)s %(message)s")
+    )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # urllib3 logs request lines, query string (and so the API key) included, at DEBUG.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
