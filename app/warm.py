@@ -31,6 +31,7 @@ from app import logs
 from app import members
 from app import publisher
 from app import schedule
+from app import warm_metrics
 from app.lastfm import LastfmClient
 from app.lastfm import LastfmError
 from app.lastfm import LastfmFatalError
@@ -296,6 +297,7 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
         logger.exception("warm run failed unexpectedly")
     result.duration_s = clock() - start_clock
     logger.info("%s", result.summary())
+    warm_metrics.write_run_metrics(settings.metrics_file, result)
     return result
 
 
