@@ -178,3 +178,17 @@ def test_gunicorn_and_app_lines_carry_the_priority_of_their_level(tmp_path, memc
     assert all(" logger=gunicorn.access " not in text for text in selected)
     assert any(priority == 6 and " logger=gunicorn.access " in text for priority, text in entries)
     assert any(priority == 6 and " logger=gunicorn.error " in text for priority, text in entries)
+
+
+def test_gunicorn_conf_loads_the_shared_handler_without_importing_the_app(tmp_path):
+    # The master must not hold the app's modules: a HUP gives the workers the new release.
+    code = (
+        "import runpy, sys\n"
+        f"conf = runpy.run_path({str(REPO / 'deploy' / 'gunicorn.conf.py')!r})\n"
+        "handler = conf['logconfig_dict']['handlers']['stderr']['()']\n"
+        "print(handler.__name__, sorted(name for name in sys.modules if name == 'app' or name.startswith('app.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "JournalHandler []"
