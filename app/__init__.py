@@ -35,9 +35,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from app import cli
     from app import errors
+    from app import metrics
     from app import views
 
     views.init_app(app)
+    metrics.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
     return app

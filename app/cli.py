@@ -6,6 +6,7 @@ bodies, so serving web requests never loads them.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from app import cache
 from app.snapshot import SnapshotInvalidError
 from app.snapshot import State
 from app.snapshot import decode_pointer
+from app.snapshot import format_time
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
@@ -119,7 +121,8 @@ def users_set_lastfm(name: str, lastfm_username: str) -> None:
 
 
 @listens.command("status")
-def listens_status() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the same facts as one JSON object, for scripts.")
+def listens_status(as_json: bool) -> None:
     """Show the published snapshot's state; exit 1 unless it is fresh or empty.
 
     Monitoring can call it: exit 0 means fresh or empty, 1 means stale,
@@ -145,10 +148,31 @@ def listens_status() -> None:
         ("legacy keys", _describe_legacy_keys(client, settings.key_prefix)),
         ("last run", _describe_last_run(settings.database)),
     ]
-    for label, value in lines:
-        click.echo(f"{label + ':':<14}{value}")
+    if as_json:
+        click.echo(json.dumps(_status_object(reading, settings, dict(lines))))
+    else:
+        for label, value in lines:
+            click.echo(f"{label + ':':<14}{value}")
     if reading.state not in (State.FRESH, State.EMPTY):
         raise SystemExit(1)
+
+
+def _status_object(reading, settings, described: dict[str, str]) -> dict:
+    """Return listens status's facts as one JSON-ready object: values typed, descriptions as printed."""
+    snapshot = reading.snapshot
+    return {
+        "state": reading.state.value,
+        "reason": reading.reason or None,
+        "memcached": {"servers": list(settings.memcached_servers), "reachable": reading.reachable},
+        "pointer": described["pointer"],
+        "generation": reading.generation,
+        "lastUpdated": format_time(snapshot.last_updated) if snapshot is not None else None,
+        "ageSeconds": round(reading.age_s, 3) if reading.age_s is not None else None,
+        "tracks": len(snapshot.tracks) if snapshot is not None else None,
+        "snapshot": described["snapshot"] if snapshot is not None else None,
+        "legacyKeys": described["legacy keys"],
+        "lastRun": described["last run"],
+    }
 
 
 def _describe_pointer(client, prefix: str) -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
@@ -55,6 +56,27 @@ CHUNK_BYTES = 64 * 1024
 # The grey star Last.fm serves when it has no picture; showing it is worse than none.
 PLACEHOLDER_IMAGE_ID = "2a96cbd8b46e442fc41c2b86b821562f"
 IMAGE_SIZE_RANK = {"small": 1, "medium": 2, "large": 3, "extralarge": 4, "mega": 5}
+
+
+class RequestCount:
+    """A thread-safe count of the requests this process sent to Last.fm (retries included)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def value(self) -> int:
+        return self._count
+
+
+# Per process, so the warm job's metrics (app.warm_metrics) can report a
+# run's calls without the run having to carry them.
+REQUESTS_SENT = RequestCount()
 
 _API_KEY_IN_TEXT = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
 _UTS_PATTERN = re.compile(r"^[0-9]{1,12}$")
@@ -219,6 +241,7 @@ class LastfmClient:
         failure_kind: str | None = None
         response = None
         try:
+            REQUESTS_SENT.add()
             response = self._session.get(
                 self._base_url,
                 params=self._params(lastfm_username),

@@ -19,6 +19,8 @@ DEFAULT_MEMCACHED = "127.0.0.1:11211"
 DEFAULT_KEY_PREFIX = "user-listens"
 INSTANCE_FOLDER = Path(__file__).resolve().parent.parent / "instance"
 DEFAULT_DATABASE = INSTANCE_FOLDER / "listens.sqlite3"
+# node_exporter's textfile directory on Debian (prometheus-node-exporter).
+DEFAULT_METRICS_FILE = Path("/var/lib/prometheus/node-exporter/listens_warm.prom")
 
 # memcached reads an expiry above 30 days as an absolute Unix time.
 MEMCACHED_MAX_RELATIVE_EXPIRY_S = 30 * 24 * 3600
@@ -52,6 +54,8 @@ class Settings:
     deadline_s: float = 240.0
     max_poll_interval_s: int = 3600
     pointer_recheck_s: float = 0.5
+    # The warm job's node_exporter textfile; None: write none.
+    metrics_file: Path | None = DEFAULT_METRICS_FILE
 
     @property
     def lock_path(self) -> Path:
@@ -174,4 +178,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["pointer_recheck_s"] = _parse_float("LISTENS_POINTER_RECHECK_SECONDS", raw, 0, 60)
     if (raw := get("LISTENS_DEADLINE_SECONDS")) is not None:
         values["deadline_s"] = _parse_float("LISTENS_DEADLINE_SECONDS", raw, 1, 3600)
+    if "LISTENS_METRICS_FILE" in env:
+        values["metrics_file"] = _parse_metrics_file(env["LISTENS_METRICS_FILE"])
     return Settings(**values)
+
+
+def _parse_metrics_file(raw: str) -> Path | None:
+    """Parse LISTENS_METRICS_FILE: empty turns the textfile off; else a path ending in .prom."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not value.endswith(".prom") or value.endswith("/.prom"):
+        # node_exporter's textfile collector reads *.prom files only.
+        raise SettingsError(
+            f"LISTENS_METRICS_FILE={raw!r} does not end in .prom; expected a file such as"
+            f" {DEFAULT_METRICS_FILE}, or empty for none"
+        )
+    return Path(value).expanduser()

@@ -27,9 +27,11 @@ import requests
 import requests.adapters
 
 from app import cache
+from app import logs
 from app import members
 from app import publisher
 from app import schedule
+from app import warm_metrics
 from app.lastfm import LastfmClient
 from app.lastfm import LastfmError
 from app.lastfm import LastfmFatalError
@@ -295,6 +297,7 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
         logger.exception("warm run failed unexpectedly")
     result.duration_s = clock() - start_clock
     logger.info("%s", result.summary())
+    warm_metrics.write_run_metrics(settings.metrics_file, result)
     return result
 
 
@@ -431,10 +434,16 @@ class GenerationFilter(logging.Filter):
 
 
 def configure_logging() -> None:
-    """Log one key=value line per event to stderr (journald), each with the run's generation."""
-    handler = logging.StreamHandler()
+    """Log one key=value line per event to stderr (journald), each with the run's generation.
+
+    Under systemd each line starts with its priority (app.logs), so
+    journalctl -p warning shows a failed run.
+    """
+    handler = logs.JournalHandler()
     handler.addFilter(GenerationFilter())
-    handler.setFormatter(logging.Formatter("level=%(levelname)s logger=%(name)s generation=%(generation)s %(message)s"))
+    handler.setFormatter(
+        logs.OneLineFormatter("level=%(levelname)s logger=%(name)s generation=%(generation)s %(message)s")
+    )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # urllib3 logs request lines, query string (and so the API key) included, at DEBUG.
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ between hosts is an environment variable, not an edit to this file.
 
 from __future__ import annotations
 
-import logging
+import importlib.util
 import os
 
 wsgi_app = "app:create_app()"
@@ -47,30 +47,39 @@ accesslog = "-"
 errorlog = "-"
 
 
-class OneLineFormatter(logging.Formatter):
-    """Format a record on one line: a traceback's line breaks become a literal \\n.
+def _load_logs():
+    """Load app/logs.py by its path, without importing the app package in gunicorn's master.
 
-    journald makes one entry per line it reads, so a multi-line traceback would
-    turn into dozens of entries that no longer say which event they belong to.
+    A master that imported the app would fork workers with the old release's
+    modules after a HUP; the workers import the app themselves.
     """
+    path = os.path.join(chdir, "app", "logs.py")
+    spec = importlib.util.spec_from_file_location("listens_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
 
+_logs = _load_logs()
+# One line per event (a traceback's line breaks escaped), shared with the warm job.
+OneLineFormatter = _logs.OneLineFormatter
 
 # One key=value line per event, like the warm job's (app/warm.py); journald
 # adds the time, so the line does not. Without this, the app's own warnings
 # (app.reader: an invalid snapshot, memcached unavailable) reach stderr through
 # Python's last-resort handler as a bare message, without level or logger.
 # The access log becomes key=value too; gunicorn escapes quotes inside values.
+# Under systemd (JOURNAL_STREAM names our stdout/stderr) each line starts with
+# its priority, <3> error to <7> debug, which journald keeps as the entry's
+# priority and strips: journalctl -p warning -u listens-web shows the warnings.
 _LINE = "level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"line": {"()": OneLineFormatter, "fmt": _LINE}},
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"},
-        "stdout": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"},
+        "stderr": {"()": _logs.JournalHandler, "formatter": "line", "stream": "ext://sys.stderr"},
+        "stdout": {"()": _logs.JournalHandler, "formatter": "line", "stream": "ext://sys.stdout"},
     },
     # The app's loggers (app.reader, app.cache, Flask's "app") propagate here.
     "root": {"level": "INFO", "handlers": ["stderr"]},

@@ -13,6 +13,9 @@ FLASK="$VENV/bin/flask"
 mkdir -p instance
 export LISTENS_DATABASE=${LISTENS_DATABASE:-$PWD/instance/listens.sqlite3}
 export LISTENS_MEMCACHED=${LISTENS_MEMCACHED:-127.0.0.1:11211}
+# The warm job's metrics textfile goes to instance/, never to the system's
+# node_exporter directory (set LISTENS_METRICS_FILE= to write none).
+export LISTENS_METRICS_FILE=${LISTENS_METRICS_FILE-$PWD/instance/listens_warm.prom}
 WARM_INTERVAL_S=${WARM_INTERVAL_S:-300}
 PORT=${PORT:-5000}
 pids=()

@@ -16,6 +16,11 @@ dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing+=(fonts-wqy-microhei)
 # tests/ops: systemd-analyze verifies the units offline; install.sh runs useradd --prefix.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+# tests/ops: promtool checks and unit-tests deploy/prometheus/listens-rules.yml.
+# Debian ships it only in the prometheus package (no recommends: no
+# node_exporter). On a machine running systemd the package also enables a
+# local Prometheus server; `systemctl disable --now prometheus` if unwanted.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 for package in libmemcached-dev zlib1g-dev gcc; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done

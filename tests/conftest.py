@@ -42,6 +42,8 @@ def settings(tmp_path, request) -> Settings:
         deadline_s=30,
         # Tests read right after a publish; test_recheck.py covers the interval.
         pointer_recheck_s=0,
+        # Never the default under /var/lib/prometheus: tests that want the file set one.
+        metrics_file=None,
     )
 
 

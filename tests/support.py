@@ -234,6 +234,8 @@ def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
     # Tests read right after a publish; production re-checks the pointer at
     # most every 0.5 s (tests/integration/test_recheck.py covers that).
     env["LISTENS_POINTER_RECHECK_SECONDS"] = "0"
+    # Never the default under /var/lib/prometheus: tests that want the textfile set a path.
+    env["LISTENS_METRICS_FILE"] = ""
     env.update(settings_env)
     return env
 

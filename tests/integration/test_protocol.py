@@ -407,9 +407,9 @@ def test_web_app_never_imports_write_side_modules(tmp_path):
         "from app.settings import Settings\n"
         "app = create_app(Settings(memcached_servers=('127.0.0.1:1',)))\n"
         "client = app.test_client()\n"
-        "for path in ('/', '/api/internal/user-listens', '/healthz', '/missing'):\n"
+        "for path in ('/', '/api/internal/user-listens', '/healthz', '/metrics', '/missing'):\n"
         "    client.get(path)\n"
-        "loaded = sorted(name for name in ('app.publisher', 'app.warm', 'app.lastfm', 'app.members', 'app.fake_lastfm') if name in sys.modules)\n"
+        "loaded = sorted(name for name in ('app.publisher', 'app.warm', 'app.lastfm', 'app.members', 'app.fake_lastfm', 'app.warm_metrics') if name in sys.modules)\n"
         "print(loaded)\n"
     )
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

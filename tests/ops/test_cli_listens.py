@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from app import create_app
 from app import publisher
 from app.snapshot import Snapshot
 from app.snapshot import Track
+from app.snapshot import format_time
 from app.snapshot import generation_from
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
@@ -243,3 +245,54 @@ def test_warm_exits_2_without_api_key_for_the_real_lastfm(settings):
 
     assert result.exit_code == 2
     assert "LASTFM_API_KEY is not set" in result.output
+
+
+def status_json(runner) -> tuple[int, dict]:
+    result = runner.invoke(args=["listens", "status", "--json"])
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.output
+    return result.exit_code, json.loads(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("state", "age", "tracks", "exit_code"),
+    [("fresh", timedelta(minutes=1), 2, 0), ("empty", timedelta(minutes=1), 0, 0), ("stale", timedelta(hours=2), 1, 1)],
+)
+def test_status_json_says_what_status_says_with_the_same_exit_code(
+    runner, memcached, settings, state, age, tracks, exit_code
+):
+    snapshot = publish(settings, age=age, tracks=tracks)
+
+    text = runner.invoke(args=["listens", "status"])
+    code, facts = status_json(runner)
+
+    fields = status_fields(text.stdout)
+    assert text.exit_code == code == exit_code
+    assert facts["state"] == fields["state"] == state and facts["reason"] is None
+    assert facts["memcached"] == {"servers": [memcached.address], "reachable": True}
+    assert facts["generation"] == snapshot.generation == int(fields["generation"])
+    assert facts["lastUpdated"] == format_time(snapshot.last_updated)
+    assert abs(facts["ageSeconds"] - age.total_seconds()) < 60
+    assert facts["tracks"] == tracks == int(fields["tracks"])
+    for key, label in (("pointer", "pointer"), ("snapshot", "snapshot"), ("legacyKeys", "legacy keys")):
+        assert facts[key] == fields[label]
+    assert facts["lastRun"].startswith("none recorded")
+
+
+def test_status_json_when_warming_has_nulls_and_exits_1(runner, memcached, settings):
+    code, facts = status_json(runner)
+
+    assert code == 1
+    assert facts["state"] == "warming" and facts["reason"] == "no snapshot published yet"
+    assert facts["memcached"]["reachable"] is True
+    assert facts["pointer"] == f"{pointer_key(PREFIX)} missing"
+    assert [facts[key] for key in ("generation", "lastUpdated", "ageSeconds", "tracks", "snapshot")] == [None] * 5
+
+
+def test_status_json_when_memcached_refuses_says_unreachable_and_exits_1(runner, settings):
+    code, facts = status_json(runner)
+
+    assert code == 1
+    assert facts["state"] == "unavailable"
+    assert facts["memcached"] == {"servers": ["127.0.0.1:1"], "reachable": False}
+    assert facts["legacyKeys"].startswith("unknown")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
+from app.settings import DEFAULT_METRICS_FILE
 from app.settings import Settings
 from tests.ops import analyze
 from tests.support import REPO
@@ -150,11 +152,14 @@ def test_service_runs_hardened_as_the_listens_user(units, unit):
 
     assert {key: analyze.value(service, "Service", key) for key in expected} == expected
     assert analyze.values(service, "Service", "SystemCallFilter")[0] == "@system-service"
-    for key in ("ReadWritePaths", "DynamicUser", "Capabilities", "PermissionsStartOnly"):
+    for key in ("DynamicUser", "Capabilities", "PermissionsStartOnly"):
         assert analyze.values(service, "Service", key) == [], key
+    # The warm job writes its metrics textfile, and nothing else outside its StateDirectory=.
+    writable = [] if unit == "listens-web.service" else [f"-{DEFAULT_METRICS_FILE.parent}"]
+    assert analyze.values(service, "Service", "ReadWritePaths") == writable
 
 
-def test_only_the_warm_service_writes_and_only_the_database_and_lock(units):
+def test_only_the_warm_service_writes_and_only_the_database_lock_and_metrics_file(units):
     example = env_example()
 
     assert analyze.values(units["listens-web.service"], "Service", "StateDirectory") == []
@@ -162,6 +167,10 @@ def test_only_the_warm_service_writes_and_only_the_database_and_lock(units):
     assert analyze.value(units["listens-warm.service"], "Service", "StateDirectoryMode") == "0700"
     assert example["LISTENS_DATABASE"].startswith("/var/lib/listens/")
     assert example["LISTENS_LOCK_FILE"].startswith("/var/lib/listens/")
+    assert Path(example["LISTENS_METRICS_FILE"]) == DEFAULT_METRICS_FILE
+    assert analyze.values(units["listens-warm.service"], "Service", "ReadWritePaths") == [
+        f"-{Path(example['LISTENS_METRICS_FILE']).parent}"
+    ]
 
 
 def test_units_name_files_that_exist_in_the_release(units):

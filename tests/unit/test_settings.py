@@ -373,3 +373,30 @@ def test_settings_lock_path_is_explicit_when_lock_file_is_set(tmp_path):
     settings = Settings(database=tmp_path / "listens.sqlite3", lock_file=tmp_path / "other.lock")
 
     assert settings.lock_path == tmp_path / "other.lock"
+
+
+# -- LISTENS_METRICS_FILE ---------------------------------------------------------
+
+
+def test_load_settings_metrics_file_defaults_to_node_exporters_textfile_directory():
+    assert load_settings({}).metrics_file == Path("/var/lib/prometheus/node-exporter/listens_warm.prom")
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_load_settings_empty_metrics_file_turns_the_textfile_off(blank):
+    assert load_settings({"LISTENS_METRICS_FILE": blank}).metrics_file is None
+
+
+def test_load_settings_reads_metrics_file(tmp_path):
+    path = tmp_path / "warm.prom"
+
+    assert load_settings({"LISTENS_METRICS_FILE": f" {path} "}).metrics_file == path
+
+
+@pytest.mark.parametrize("raw", ["/var/lib/prometheus/node-exporter/listens_warm.txt", "/tmp/", "/tmp/.prom"])
+def test_load_settings_rejects_a_metrics_file_node_exporter_would_not_read(raw):
+    with pytest.raises(SettingsError) as error:
+        load_settings({"LISTENS_METRICS_FILE": raw})
+
+    assert_one_line_naming(error.value, "LISTENS_METRICS_FILE")
+    assert ".prom" in str(error.value)
