@@ -14,12 +14,18 @@ import json
 import logging
 import math
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
+import urllib3.exceptions
 
 from app.snapshot import Track
 from app.snapshot import clean_text
@@ -51,6 +57,9 @@ RETRYABLE_ERRORS = frozenset(
 MAX_RETRY_AFTER_S = 60.0
 MAX_MESSAGE_CHARS = 160
 CHUNK_BYTES = 64 * 1024
+# The whole of one request (connect, headers, body) may take at most this long,
+# however slowly Last.fm sends it: the read time-out alone restarts with every byte.
+EXCHANGE_TIMEOUT_S = 15.0
 
 # The grey star Last.fm serves when it has no picture; showing it is worse than none.
 PLACEHOLDER_IMAGE_ID = "2a96cbd8b46e442fc41c2b86b821562f"
@@ -121,6 +130,7 @@ class LastfmClient:
         max_retries: int = 2,
         backoff_s: float = 0.5,
         max_body_bytes: int = 1_000_000,
+        exchange_timeout_s: float = EXCHANGE_TIMEOUT_S,
         throttle: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -137,6 +147,7 @@ class LastfmClient:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._max_body_bytes = max_body_bytes
+        self._exchange_timeout_s = exchange_timeout_s
         self._throttle = throttle
         self._clock = clock
         self._sleep = sleep
@@ -218,37 +229,45 @@ class LastfmClient:
         """
         failure_kind: str | None = None
         response = None
+        limit_s = self._exchange_timeout_s
+        if deadline is not None:
+            limit_s = min(limit_s, max(0.0, deadline - self._clock()))
+        watch = ExchangeWatch(limit_s)
         try:
-            response = self._session.get(
-                self._base_url,
-                params=self._params(lastfm_username),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                timeout=timeout,
-                stream=True,
-                # A redirect would carry the API key in its query string to wherever it points.
-                allow_redirects=False,
-            )
-            status = response.status_code
-            retry_after_s = _parse_retry_after(response.headers.get("Retry-After"))
-            declared = _parse_length(response.headers.get("Content-Length"))
-            if declared is not None and declared > self._max_body_bytes:
-                return self._body_too_big(lastfm_username, status)
-            chunks = []
-            size = 0
-            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-                size += len(chunk)
-                if size > self._max_body_bytes:
+            with watch:
+                response = self._session.get(
+                    self._base_url,
+                    params=self._params(lastfm_username),
+                    headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                    timeout=timeout,
+                    stream=True,
+                    # A redirect would carry the API key in its query string to wherever it points.
+                    allow_redirects=False,
+                )
+                status = response.status_code
+                retry_after_s = _parse_retry_after(response.headers.get("Retry-After"))
+                declared = _parse_length(response.headers.get("Content-Length"))
+                if declared is not None and declared > self._max_body_bytes:
                     return self._body_too_big(lastfm_username, status)
-                chunks.append(chunk)
-                if deadline is not None and self._clock() >= deadline:
-                    return self._deadline_failure(lastfm_username, "the deadline passed while reading the response")
+                chunks = []
+                size = 0
+                for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        return self._body_too_big(lastfm_username, status)
+                    chunks.append(chunk)
+                    if deadline is not None and self._clock() >= deadline:
+                        return self._deadline_failure(lastfm_username, "the deadline passed while reading the response")
         except requests.Timeout as error:
             failure_kind = f"timed out ({type(error).__name__})"
-        except (requests.RequestException, OSError) as error:
+        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:
             failure_kind = f"connection failed ({type(error).__name__})"
         finally:
             if response is not None:
                 response.close()
+        if watch.expired:
+            # The watch cut the socket: whatever the read returned is incomplete.
+            failure_kind = f"timed out (the whole exchange took over {limit_s:.1f} s)"
         if failure_kind is not None:
             # Raised outside the except block so the requests exception is not even the __context__.
             return _Failure(self._transient(lastfm_username, failure_kind), retryable=True)
@@ -337,6 +356,100 @@ class LastfmClient:
     def _body_too_big(self, lastfm_username: str, status: int) -> _Failure:
         detail = f"HTTP {status}, response body over {self._max_body_bytes} bytes"
         return _Failure(self._transient(lastfm_username, detail, status=status))
+
+
+# -- a wall-clock limit for the whole exchange ------------------------------------------
+
+_watched = threading.local()
+
+
+class ExchangeWatch:
+    """A wall-clock limit on one request: when it runs out, the request's socket is shut down.
+
+    A socket time-out bounds each read, not their sum, so a server sending a
+    byte a second (headers or body) would hold a request for as long as it
+    likes. While a watch is active on a thread, the Last.fm connections made
+    by LastfmAdapter on that thread register their socket with it; at the
+    limit a timer shuts that socket down, which wakes the blocked read at once.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._timer = threading.Timer(max(0.0, limit_s), self._expire)
+        # A daemon: a timer left behind never holds the process at exit.
+        self._timer.daemon = True
+
+    def __enter__(self) -> ExchangeWatch:
+        _watched.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _watched.watch = None
+        with self._lock:
+            self._socket = None
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Cut sock when the limit runs out (at once if it already has)."""
+        with self._lock:
+            self._socket = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            _shut(self._socket)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _watch_current(sock: socket.socket | None) -> None:
+    watch = getattr(_watched, "watch", None)
+    if watch is not None:
+        watch.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def getresponse(self, *args, **kwargs):
+        _watch_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def getresponse(self, *args, **kwargs):
+        _watch_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class LastfmAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections an ExchangeWatch can cut (mount it for the Last.fm URL)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPConnectionPool,
+            "https": _WatchedHTTPSConnectionPool,
+        }
 
 
 # -- pure helpers ----------------------------------------------------------------

@@ -7,12 +7,12 @@ one summary line, an exit code systemd understands (docs/design.md, Publish).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import dataclasses
 import fcntl
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -24,12 +24,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
-import requests.adapters
 
 from app import cache
 from app import members
 from app import publisher
 from app import schedule
+from app.lastfm import LastfmAdapter
 from app.lastfm import LastfmClient
 from app.lastfm import LastfmError
 from app.lastfm import LastfmFatalError
@@ -57,6 +57,10 @@ EXIT_CONFIG = 2  # bad configuration: settings, database path, Last.fm key
 # The lease outlives the deadline by this much, as a safety if a run dies
 # without releasing it.
 LEASE_MARGIN_S = 60
+
+# How long past the deadline the run waits for fetches already under way
+# (each ends by then: the client stops reading at the deadline).
+FETCH_GRACE_S = 1.0
 
 
 @dataclasses.dataclass
@@ -218,24 +222,56 @@ def fetch_all(
             return error
         return NO_SCROBBLES if track is None else track
 
+    # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an
+    # executor's threads at exit, so one request Last.fm never finishes
+    # would hold the process past the deadline. Left-behind threads are
+    # abandoned; the process exits without them.
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for member in public_members:
+        pending.put(member)
     results: dict[int, object] = {}
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lastfm")
-    try:
-        futures = {executor.submit(contextvars.copy_context().run, fetch, member): member for member in public_members}
-        done, _ = concurrent.futures.wait(futures, timeout=max(0.0, deadline - clock()) + 1.0)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                # Fatal key errors end the run; anything else is a bug, and a
-                # bug must fail the run, never pass for "nobody is listening".
-                raise error
-            results[futures[future].id] = future.result()
-        for member in futures.values():
-            if member.id not in results:
-                results[member.id] = _deadline_error(member)
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-    return results
+    errors: list[BaseException] = []
+    changed = threading.Condition()
+
+    def work() -> None:
+        while not abort.is_set():
+            try:
+                member = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                value = fetch(member)
+            except BaseException as error:  # noqa: BLE001 - handed to the run's thread below
+                with changed:
+                    errors.append(error)
+                    abort.set()
+                    changed.notify_all()
+                return
+            with changed:
+                results[member.id] = value
+                changed.notify_all()
+
+    for index in range(min(concurrency, len(public_members))):
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(work,), name=f"lastfm-{index}", daemon=True).start()
+    give_up = time.monotonic() + max(0.0, deadline - clock()) + FETCH_GRACE_S
+    with changed:
+        while len(results) < len(public_members) and not errors:
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                break
+            changed.wait(remaining)
+        abort.set()
+        if errors:
+            # Fatal key errors end the run at once, abandoning requests in
+            # flight; anything else is a bug, and a bug must fail the run,
+            # never pass for "nobody is listening".
+            raise errors[0]
+        finished = dict(results)
+    for member in public_members:
+        if member.id not in finished:
+            finished[member.id] = _deadline_error(member)
+    return finished
 
 
 def _deadline_error(member: members.Member) -> LastfmError:
@@ -245,7 +281,7 @@ def _deadline_error(member: members.Member) -> LastfmError:
 def make_lastfm_client(settings: Settings, clock: Callable[[], float]) -> LastfmClient:
     """Build the Last.fm client of a run: pooled session, rate limit, timeouts."""
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=settings.concurrency)
+    adapter = LastfmAdapter(pool_connections=1, pool_maxsize=settings.concurrency)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     throttle = RateLimiter(settings.rate, clock=clock) if settings.rate > 0 else None
@@ -293,7 +329,9 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
         # A bug: fail loudly (exit 1, traceback in the journal), publish nothing.
         result.outcome, result.exit_code, result.error = "error", EXIT_FAILED, type(error).__name__
         logger.exception("warm run failed unexpectedly")
-    result.duration_s = clock() - start_clock
+    if not result.duration_s:
+        # A run recorded in the database already has its duration (the stored summary's).
+        result.duration_s = clock() - start_clock
     logger.info("%s", result.summary())
     return result
 
@@ -321,6 +359,7 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
         finally:
             if leased:
                 publisher.release_lease(client, settings.key_prefix, result.generation, owner)
+        result.duration_s = clock() - start_clock
         members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary())
     finally:
         connection.close()
