@@ -52,6 +52,8 @@ class Settings:
     deadline_s: float = 240.0
     max_poll_interval_s: int = 3600
     pointer_recheck_s: float = 0.5
+    # How long a members-database write waits for another connection's lock.
+    db_busy_s: float = 5.0
 
     @property
     def lock_path(self) -> Path:
@@ -174,4 +176,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["pointer_recheck_s"] = _parse_float("LISTENS_POINTER_RECHECK_SECONDS", raw, 0, 60)
     if (raw := get("LISTENS_DEADLINE_SECONDS")) is not None:
         values["deadline_s"] = _parse_float("LISTENS_DEADLINE_SECONDS", raw, 1, 3600)
+    if (raw := get("LISTENS_DB_BUSY_SECONDS")) is not None:
+        values["db_busy_s"] = _parse_float("LISTENS_DB_BUSY_SECONDS", raw, 0.1, 60)
     return Settings(**values)

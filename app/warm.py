@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -79,11 +80,14 @@ class RunResult:
     tracks: int = 0
     duration_s: float = 0.0
     error: str = ""
+    # Why the members database could not be written ("busy", "full", "readonly", "error"); "" when it was.
+    db: str = ""
 
     def summary(self) -> str:
         """Return the run's one summary line of key=value pairs."""
         line = (
-            f"warm outcome={self.outcome} generation={self.generation} members={self.members}"
+            f"warm outcome={self.outcome}{f' db={self.db}' if self.db else ''}"
+            f" generation={self.generation} members={self.members}"
             f" fetched={self.fetched} carried={self.carried} dropped={self.dropped} failed={self.failed}"
             f" deferred={self.deferred}"
             f" tracks={self.tracks} duration_s={self.duration_s:.3f} exit={self.exit_code}"
@@ -322,7 +326,15 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
                 _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock)
             finally:
                 lock.release()
-    except (SettingsError, members.DatabaseError) as error:
+    except members.DatabaseError as error:
+        if error.kind in ("busy", "full"):
+            # Somebody else's lock passes, a disk gets freed: neither is a configuration error.
+            result.outcome, result.exit_code, result.db = "failed", EXIT_FAILED, error.kind
+        else:
+            result.outcome, result.exit_code, result.db = "config", EXIT_CONFIG, error.kind
+        result.error = str(error)
+        logger.error("%s", error)
+    except SettingsError as error:
         result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
         logger.error("%s", error)
     except Exception as error:
@@ -337,7 +349,7 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
 
 
 def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock) -> None:
-    connection = members.connect(settings.database)
+    connection = members.connect(settings.database, busy_timeout_s=settings.db_busy_s)
     owner = f"{socket.gethostname()}:{settings.lock_path.resolve()}"
     try:
         client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
@@ -359,8 +371,18 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
         finally:
             if leased:
                 publisher.release_lease(client, settings.key_prefix, result.generation, owner)
+        if result.db and result.exit_code == EXIT_OK:
+            # Published, yet the database missed this run's changes: the alert says so.
+            result.exit_code = EXIT_FAILED
         result.duration_s = clock() - start_clock
-        members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary())
+        _write_database(
+            settings,
+            result,
+            "the run's summary",
+            lambda: members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary()),
+        )
+        if result.db and result.exit_code == EXIT_OK:
+            result.exit_code = EXIT_FAILED
     finally:
         connection.close()
 
@@ -385,7 +407,16 @@ def _fetch_and_publish(
         logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)
         return
     checkpoint("fetched")
-    members.record_outcomes(connection, _outcomes(results, wallclock(), settings.max_poll_interval_s))
+    accounts = {member.id: member.lastfm_username for member in polled}
+    outcomes = _outcomes(results, wallclock(), settings.max_poll_interval_s, accounts)
+    # A busy or full database loses the database's copy only: the run still
+    # publishes what it fetched, from memory, and the next run stores it.
+    _write_database(settings, result, "the fetched tracks", lambda: members.record_outcomes(connection, outcomes))
+    # A member removed, made private or linked to another account while the
+    # run was fetching wins over what the run fetched for them.
+    public_members = _current_members(connection, public_members)
+    results = _for_linked_accounts(results, accounts, public_members)
+    result.members = len(public_members)
     merged = merge(public_members, results, started=started, fresh_s=settings.fresh_s, max_stale_s=settings.max_stale_s)
     result.fetched, result.carried, result.dropped = merged.fetched, merged.carried, merged.dropped
     result.failed, result.deferred = merged.failed, merged.deferred
@@ -396,23 +427,115 @@ def _fetch_and_publish(
         _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock)
         return
     last_updated = merged.last_updated or started
-    _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
+    _publish_for_members(connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
 
 
-def _outcomes(results: Mapping[int, object], now: datetime, ceiling_s: int) -> list[members.FetchOutcome]:
-    """Turn fetch results into database changes, each with the member's next poll time."""
+def _write_database(settings: Settings, result: RunResult, what: str, write: Callable[[], None]) -> None:
+    """Run write; when the database refuses it, name why in result.db and log one line, never raise."""
+    try:
+        write()
+    except sqlite3.Error as error:
+        kind, message = members.describe_failure(error, settings.database, settings.db_busy_s)
+        result.db = result.db or kind
+        logger.error("could not store %s: %s", what, message)
+
+
+def _current_members(connection, read_before: list[members.Member]) -> list[members.Member]:
+    """Return the public members as they are now; the list read before, if the database cannot say."""
+    try:
+        return members.list_members(connection, public_only=True)
+    except sqlite3.Error as error:
+        logger.warning("could not read the members again (%s); using the list read at the start", error)
+        return read_before
+
+
+def _for_linked_accounts(
+    results: Mapping[int, object], accounts: Mapping[int, str], current: list[members.Member]
+) -> dict[int, object]:
+    """Keep the results of members still public and linked to the Last.fm account that was fetched."""
+    linked = {member.id: member.lastfm_username.casefold() for member in current}
+    return {
+        member_id: value
+        for member_id, value in results.items()
+        if linked.get(member_id) == accounts.get(member_id, "").casefold()
+    }
+
+
+def _still_linked(tracks: list[Track], current: list[members.Member]) -> list[Track]:
+    """Return the tracks whose member is still public and linked to the account the track came from."""
+    linked = {member.username.casefold(): member.lastfm_username.casefold() for member in current}
+    return [track for track in tracks if linked.get(track.username.casefold()) == track.lastfm_username.casefold()]
+
+
+def _linked_now(connection, tracks: list[Track]) -> list[Track]:
+    """Return the tracks still linked to their member as the database says now; all of them if it cannot say."""
+    try:
+        return _still_linked(tracks, members.list_members(connection, public_only=True))
+    except sqlite3.Error as error:
+        logger.warning("could not check the members again: %s", error)
+        return tracks
+
+
+class _MembersChangedError(Exception):
+    """Raised inside a publish, before the pointer moves, when a member of the snapshot changed meanwhile."""
+
+
+def _publish_for_members(
+    connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock
+) -> None:
+    """Publish tracks; if a member is removed, made private or relinked meanwhile, publish without them.
+
+    The snapshot is built before the publish. A change seen just before the
+    pointer moves stops that publish (the snapshot stays unnamed and
+    expires); a change after the pointer moved is corrected at once by a
+    second publish, one generation later, rather than by the next run.
+    """
+
+    def guarded(step: str) -> None:
+        checkpoint(step)
+        if step == "pointer-read" and len(_linked_now(connection, tracks)) != len(tracks):
+            raise _MembersChangedError
+
+    try:
+        _publish(settings, client, result, tracks, last_updated, guarded, clock, start_clock)
+    except _MembersChangedError:
+        pass
+    else:
+        if result.exit_code != EXIT_OK or result.outcome != publisher.PublishOutcome.PUBLISHED.value:
+            return
+    kept = _linked_now(connection, tracks)
+    if len(kept) == len(tracks):
+        return
+    logger.warning(
+        "%d member(s) removed, made private or relinked while publishing; publishing again without them",
+        len(tracks) - len(kept),
+    )
+    result.tracks = len(kept)
+    _publish(settings, client, result, kept, last_updated, publisher._no_checkpoint, clock, start_clock, 1)
+
+
+def _outcomes(
+    results: Mapping[int, object], now: datetime, ceiling_s: int, accounts: Mapping[int, str] | None = None
+) -> list[members.FetchOutcome]:
+    """Turn fetch results into database changes, each with the member's next poll time.
+
+    accounts maps member ids to the Last.fm account fetched, so a result is
+    stored only while the member is still linked to it.
+    """
     outcomes = []
     later = now + timedelta(seconds=ceiling_s)
     for member_id, value in results.items():
+        account = accounts.get(member_id) if accounts is not None else None
         if isinstance(value, Track):
-            outcomes.append(members.FetchOutcome(member_id, "ok", value, schedule.next_poll_at(value, now, ceiling_s)))
+            next_poll = schedule.next_poll_at(value, now, ceiling_s)
+            outcomes.append(members.FetchOutcome(member_id, "ok", value, next_poll, account))
         elif value == NO_SCROBBLES:
-            outcomes.append(members.FetchOutcome(member_id, "ok", None, later))
+            outcomes.append(members.FetchOutcome(member_id, "ok", None, later, account))
         elif isinstance(value, LastfmPermanentError):
-            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later))
+            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later, account))
         else:
             # A transient failure: try again next cycle.
-            outcomes.append(members.FetchOutcome(member_id, "failed", None, now))
+            outcomes.append(members.FetchOutcome(member_id, "failed", None, now, account))
     return outcomes
 
 
@@ -436,9 +559,10 @@ def _restore_if_missing(settings, client, result, tracks, checkpoint, clock, sta
     result.exit_code = EXIT_FAILED
 
 
-def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock) -> None:
+def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock, offset=0) -> None:
+    """Publish tracks as the run's generation (plus offset, for a corrected second publish)."""
     snapshot = Snapshot(
-        generation=result.generation,
+        generation=result.generation + offset,
         last_updated=last_updated,
         tracks=tuple(tracks),
         stats={
