@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 
 import requests
 import requests.adapters
@@ -60,6 +61,10 @@ CHUNK_BYTES = 64 * 1024
 # The whole of one request (connect, headers, body) may take at most this long,
 # however slowly Last.fm sends it: the read time-out alone restarts with every byte.
 EXCHANGE_TIMEOUT_S = 15.0
+# A playedAt further ahead of the run's clock than this is a lie (or a broken
+# clock): such a track would sort above every real listen and keep its member
+# "active" in the schedule for ever.
+MAX_FUTURE_PLAYED_AT = timedelta(minutes=5)
 
 # The grey star Last.fm serves when it has no picture; showing it is worse than none.
 PLACEHOLDER_IMAGE_ID = "2a96cbd8b46e442fc41c2b86b821562f"
@@ -285,10 +290,16 @@ class LastfmClient:
             return _Failure(error, retryable=True, rate_limited=status == 429, retry_after_s=retry_after_s)
         if status != 200:
             return _Failure(self._transient(lastfm_username, f"HTTP {status} without a Last.fm error", status=status))
-        if data is _NOT_JSON:
+        if data is _NOT_JSON or data is _NEVER_JSON:
             looks_html = body.lstrip()[:1] == b"<"
             what = "an HTML page instead of JSON" if looks_html else "a body that is not complete JSON"
-            return _Failure(self._transient(lastfm_username, f"HTTP {status}, {what}", status=status), retryable=True)
+            if data is _NEVER_JSON and not looks_html:
+                what = "a body that can never parse (too deep, a number too long, or not UTF-8)"
+            # A maintenance page or a cut-off body may pass; a body that can never parse will not.
+            retryable = looks_html or data is _NOT_JSON
+            return _Failure(
+                self._transient(lastfm_username, f"HTTP {status}, {what}", status=status), retryable=retryable
+            )
         recent = data.get("recenttracks") if isinstance(data, dict) else None
         if not isinstance(recent, dict):
             what = f"JSON {type(data).__name__} without a recenttracks object"
@@ -320,6 +331,7 @@ class LastfmClient:
             return _parse_recent(recent, username, lastfm_username, now)
         except _MalformedError as error:
             reason = str(error)
+            logger.warning("%s", self._describe(lastfm_username, f"malformed response: {reason}"))
         except (TypeError, KeyError, AttributeError, ValueError, IndexError, OverflowError) as error:
             # The parser checks every type itself; reaching this is a bug, still not a crash of the run.
             reason = f"unexpected {type(error).__name__} while parsing"
@@ -455,15 +467,22 @@ class LastfmAdapter(requests.adapters.HTTPAdapter):
 # -- pure helpers ----------------------------------------------------------------
 
 _NOT_JSON = object()
+_NEVER_JSON = object()
 
 
 def _decode_json(body: bytes) -> object:
-    """Return the decoded JSON value of body, or _NOT_JSON."""
+    """Return the decoded JSON value of body, _NOT_JSON (malformed, maybe cut off) or _NEVER_JSON.
+
+    _NEVER_JSON is a body no retry can fix: nested too deep for the decoder,
+    an integer past Python's digit limit, bytes that are not UTF-8.
+    """
     try:
         return json.loads(body)
-    except (ValueError, RecursionError):
-        # ValueError covers JSONDecodeError and UnicodeDecodeError; deep nesting raises RecursionError.
+    except json.JSONDecodeError:
         return _NOT_JSON
+    except (ValueError, RecursionError):
+        # UnicodeDecodeError, the integer digit limit, and deep nesting.
+        return _NEVER_JSON
 
 
 def _parse_code(value: object) -> int | None:
@@ -546,6 +565,10 @@ def _parse_item(item: dict, username: str, lastfm_username: str, now: datetime) 
         album = clean_text(_optional_text(album_object, "#text"))
     now_playing = _is_now_playing(item)
     played_at = None if now_playing else _parse_date(item.get("date"))
+    _require(
+        played_at is None or played_at <= now + MAX_FUTURE_PLAYED_AT,
+        f"the track's playedAt {played_at and played_at.isoformat()} is ahead of the run's clock ({now.isoformat()})",
+    )
     image = _pick_image(item.get("image")) or _pick_image(artist_object.get("image"))
     return Track(
         username=username,
