@@ -5,6 +5,7 @@ account, a poisoned render, through the real warm script, gunicorn, memcached an
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from app import members
 from tests.faults.helpers import snapshot_at
@@ -248,3 +250,22 @@ def test_member_changed_during_run_wins_over_its_results(change, step, make_stac
     assert second.returncode == 0, second.stderr
     assert [track for track in published_tracks(stack) if track["username"] == "alice"] == []
     assert "alice" not in stored_tracks(database)
+
+
+# -- what one request asks for never changes what others get ---------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["SCRIPT_NAME", "PATH_INFO"])
+def test_poisoned_wsgi_header_from_loopback_never_changes_the_page_others_get(header, make_stack):
+    stack = make_stack(workers=1)
+    stack.add_members("alice")
+    stack.warm_ok()
+
+    poisoned = requests.get(stack.web.url + "/x/", headers={header: "/x"}, timeout=10)
+    normal = stack.get("/")
+
+    assert "/x/static/" not in poisoned.text
+    assert normal.status_code == 200
+    links = re.findall(r'(?:href|src)="(/[^"]*)"', normal.text)
+    assert links and all(not link.startswith("/x/") for link in links), links
+    assert any(link.startswith("/static/") for link in links), links
