@@ -111,6 +111,13 @@ def parse_servers(raw: str, name: str = "LISTENS_MEMCACHED") -> tuple[str, ...]:
         match = _SERVER_PATTERN.fullmatch(part)
         if match is None or not 1 <= int(match["port"]) <= 65535:
             raise SettingsError(f"{name} has {part!r}, which is not host:port; expected host:port[,host:port]")
+        if match["host"].startswith("["):
+            # The libmemcached bundled with pylibmc resolves IPv4 only: an IPv6
+            # address would fail every run with a host lookup error.
+            raise SettingsError(
+                f"{name} has {part!r}, an IPv6 address, which the memcached client cannot reach;"
+                " use an IPv4 address (127.0.0.1:11211) or a name that resolves to one"
+            )
         if part not in servers:
             servers.append(part)
     return tuple(servers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,11 @@ from app import members
 from tests.faults.helpers import snapshot_at
 from tests.faults.helpers import summary_of
 from tests.support import REPO
+from tests.support import FakeLastfm
+from tests.support import MemcachedProcess
+from tests.support import memcached_stats
 from tests.support import service_env
+from tests.support import stack_env
 
 pytestmark = pytest.mark.faults
 
@@ -269,3 +274,35 @@ def test_poisoned_wsgi_header_from_loopback_never_changes_the_page_others_get(he
     links = re.findall(r'(?:href|src)="(/[^"]*)"', normal.text)
     assert links and all(not link.startswith("/x/") for link in links), links
     assert any(link.startswith("/static/") for link in links), links
+
+
+# -- configuration errors are configuration errors ------------------------------------------------------------
+
+
+def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
+    cache = MemcachedProcess(extra_args=("-l", "::1"))
+    try:
+        cache.start()
+    except RuntimeError as error:
+        pytest.skip(f"this machine cannot listen on ::1: {error}")
+    lastfm = FakeLastfm().start(log_path=tmp_path / "fake-lastfm.log")
+    try:
+        # memcached answers on ::1: the address is reachable, the client is what cannot use it.
+        with socket.create_connection(("::1", cache.port), timeout=2) as connection:
+            connection.sendall(b"version\r\n")
+            assert connection.recv(100).startswith(b"VERSION")
+        connections = memcached_stats(cache.address)["total_connections"]
+        env = stack_env(f"[::1]:{cache.port}", lastfm.url, tmp_path / "listens.sqlite3")
+
+        run, _ = timed(WARM_SCRIPT, env)
+
+        errors = [line for line in run.stderr.splitlines() if line.startswith("level=ERROR")]
+        assert run.returncode == 2, run.stderr
+        assert len(errors) == 1 and "LISTENS_MEMCACHED" in errors[0] and "IPv6" in errors[0], run.stderr
+        assert "Traceback" not in run.stderr
+        # Before any network call: no Last.fm request, no memcached connection beyond the stats reads.
+        assert lastfm.stats()["requests"] == 0
+        assert memcached_stats(cache.address)["total_connections"] == connections + 1
+    finally:
+        lastfm.stop()
+        cache.stop()
