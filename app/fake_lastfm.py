@@ -35,6 +35,7 @@ MAX_LIMIT = 200
 DEFAULT_HUGE_BYTES = 5_000_000
 DEFAULT_SLOW_S = 2.0
 DEFAULT_HANG_S = 60.0
+DEFAULT_DRIP_S = 1.0
 MAX_DELAY_S = 600.0
 MAINTENANCE_PAGE = "<!DOCTYPE html><html><head><title>Last.fm</title></head><body>Back soon.</body></html>"
 
@@ -53,7 +54,7 @@ ERRORS = {
 
 MODES = frozenset(
     "normal now_playing not_playing track empty legacy legacy_empty starry"
-    " error http html truncated huge wrong_user slow hang".split()
+    " error http html truncated huge wrong_user slow hang drip drip_headers".split()
 )
 
 # Built-in quirk users, so a demo shows them without any control call.
@@ -436,6 +437,8 @@ class FakeLastfmHandler(http.server.BaseHTTPRequestHandler):
         body = dumps_lastfm(recent_payload(spec, user, limit, self.state.now(), self.state.seed))
         if mode == "huge":
             return self._send_huge(body, spec.get("bytes", DEFAULT_HUGE_BYTES))
+        if mode in ("drip", "drip_headers"):
+            return self._send_drip(body, spec.get("delay_s", DEFAULT_DRIP_S), headers_too=mode == "drip_headers")
         self._send(200, JSON_TYPE, body[: len(body) // 2] if mode == "truncated" else body)
         return 200
 
@@ -462,6 +465,26 @@ class FakeLastfmHandler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             logger.info("client closed the connection during a huge answer")
         return 200
+
+    def _send_drip(self, body: bytes, interval_s: float, *, headers_too: bool) -> str:
+        """Send a valid answer one byte every interval_s: the body only, or the headers too."""
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        self.close_connection = True
+        try:
+            if headers_too:
+                body = head + body
+            else:
+                self.wfile.write(head)
+                self.wfile.flush()
+            for index in range(len(body)):
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                time.sleep(interval_s)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.info("client closed the connection during a dripped answer")
+        return "drip"
 
 
 def main(argv: list[str] | None = None) -> int:

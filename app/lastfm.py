@@ -14,13 +14,19 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
+import urllib3.exceptions
 
 from app.snapshot import Track
 from app.snapshot import clean_text
@@ -52,6 +58,13 @@ RETRYABLE_ERRORS = frozenset(
 MAX_RETRY_AFTER_S = 60.0
 MAX_MESSAGE_CHARS = 160
 CHUNK_BYTES = 64 * 1024
+# The whole of one request (connect, headers, body) may take at most this long,
+# however slowly Last.fm sends it: the read time-out alone restarts with every byte.
+EXCHANGE_TIMEOUT_S = 15.0
+# A playedAt further ahead of the run's clock than this is a lie (or a broken
+# clock): such a track would sort above every real listen and keep its member
+# "active" in the schedule for ever.
+MAX_FUTURE_PLAYED_AT = timedelta(minutes=5)
 
 # The grey star Last.fm serves when it has no picture; showing it is worse than none.
 PLACEHOLDER_IMAGE_ID = "2a96cbd8b46e442fc41c2b86b821562f"
@@ -143,6 +156,7 @@ class LastfmClient:
         max_retries: int = 2,
         backoff_s: float = 0.5,
         max_body_bytes: int = 1_000_000,
+        exchange_timeout_s: float = EXCHANGE_TIMEOUT_S,
         throttle: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -159,6 +173,7 @@ class LastfmClient:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._max_body_bytes = max_body_bytes
+        self._exchange_timeout_s = exchange_timeout_s
         self._throttle = throttle
         self._clock = clock
         self._sleep = sleep
@@ -240,38 +255,46 @@ class LastfmClient:
         """
         failure_kind: str | None = None
         response = None
+        limit_s = self._exchange_timeout_s
+        if deadline is not None:
+            limit_s = min(limit_s, max(0.0, deadline - self._clock()))
+        watch = ExchangeWatch(limit_s)
         try:
-            REQUESTS_SENT.add()
-            response = self._session.get(
-                self._base_url,
-                params=self._params(lastfm_username),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                timeout=timeout,
-                stream=True,
-                # A redirect would carry the API key in its query string to wherever it points.
-                allow_redirects=False,
-            )
-            status = response.status_code
-            retry_after_s = _parse_retry_after(response.headers.get("Retry-After"))
-            declared = _parse_length(response.headers.get("Content-Length"))
-            if declared is not None and declared > self._max_body_bytes:
-                return self._body_too_big(lastfm_username, status)
-            chunks = []
-            size = 0
-            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-                size += len(chunk)
-                if size > self._max_body_bytes:
+            with watch:
+                REQUESTS_SENT.add()
+                response = self._session.get(
+                    self._base_url,
+                    params=self._params(lastfm_username),
+                    headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                    timeout=timeout,
+                    stream=True,
+                    # A redirect would carry the API key in its query string to wherever it points.
+                    allow_redirects=False,
+                )
+                status = response.status_code
+                retry_after_s = _parse_retry_after(response.headers.get("Retry-After"))
+                declared = _parse_length(response.headers.get("Content-Length"))
+                if declared is not None and declared > self._max_body_bytes:
                     return self._body_too_big(lastfm_username, status)
-                chunks.append(chunk)
-                if deadline is not None and self._clock() >= deadline:
-                    return self._deadline_failure(lastfm_username, "the deadline passed while reading the response")
+                chunks = []
+                size = 0
+                for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        return self._body_too_big(lastfm_username, status)
+                    chunks.append(chunk)
+                    if deadline is not None and self._clock() >= deadline:
+                        return self._deadline_failure(lastfm_username, "the deadline passed while reading the response")
         except requests.Timeout as error:
             failure_kind = f"timed out ({type(error).__name__})"
-        except (requests.RequestException, OSError) as error:
+        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:
             failure_kind = f"connection failed ({type(error).__name__})"
         finally:
             if response is not None:
                 response.close()
+        if watch.expired:
+            # The watch cut the socket: whatever the read returned is incomplete.
+            failure_kind = f"timed out (the whole exchange took over {limit_s:.1f} s)"
         if failure_kind is not None:
             # Raised outside the except block so the requests exception is not even the __context__.
             return _Failure(self._transient(lastfm_username, failure_kind), retryable=True)
@@ -289,10 +312,16 @@ class LastfmClient:
             return _Failure(error, retryable=True, rate_limited=status == 429, retry_after_s=retry_after_s)
         if status != 200:
             return _Failure(self._transient(lastfm_username, f"HTTP {status} without a Last.fm error", status=status))
-        if data is _NOT_JSON:
+        if data is _NOT_JSON or data is _NEVER_JSON:
             looks_html = body.lstrip()[:1] == b"<"
             what = "an HTML page instead of JSON" if looks_html else "a body that is not complete JSON"
-            return _Failure(self._transient(lastfm_username, f"HTTP {status}, {what}", status=status), retryable=True)
+            if data is _NEVER_JSON and not looks_html:
+                what = "a body that can never parse (too deep, a number too long, or not UTF-8)"
+            # A maintenance page or a cut-off body may pass; a body that can never parse will not.
+            retryable = looks_html or data is _NOT_JSON
+            return _Failure(
+                self._transient(lastfm_username, f"HTTP {status}, {what}", status=status), retryable=retryable
+            )
         recent = data.get("recenttracks") if isinstance(data, dict) else None
         if not isinstance(recent, dict):
             what = f"JSON {type(data).__name__} without a recenttracks object"
@@ -324,6 +353,7 @@ class LastfmClient:
             return _parse_recent(recent, username, lastfm_username, now)
         except _MalformedError as error:
             reason = str(error)
+            logger.warning("%s", self._describe(lastfm_username, f"malformed response: {reason}"))
         except (TypeError, KeyError, AttributeError, ValueError, IndexError, OverflowError) as error:
             # The parser checks every type itself; reaching this is a bug, still not a crash of the run.
             reason = f"unexpected {type(error).__name__} while parsing"
@@ -362,18 +392,119 @@ class LastfmClient:
         return _Failure(self._transient(lastfm_username, detail, status=status))
 
 
+# -- a wall-clock limit for the whole exchange ------------------------------------------
+
+_watched = threading.local()
+
+
+class ExchangeWatch:
+    """A wall-clock limit on one request: when it runs out, the request's socket is shut down.
+
+    A socket time-out bounds each read, not their sum, so a server sending a
+    byte a second (headers or body) would hold a request for as long as it
+    likes. While a watch is active on a thread, the Last.fm connections made
+    by LastfmAdapter on that thread register their socket with it; at the
+    limit a timer shuts that socket down, which wakes the blocked read at once.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._timer = threading.Timer(max(0.0, limit_s), self._expire)
+        # A daemon: a timer left behind never holds the process at exit.
+        self._timer.daemon = True
+
+    def __enter__(self) -> ExchangeWatch:
+        _watched.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _watched.watch = None
+        with self._lock:
+            self._socket = None
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Cut sock when the limit runs out (at once if it already has)."""
+        with self._lock:
+            self._socket = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            _shut(self._socket)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _watch_current(sock: socket.socket | None) -> None:
+    watch = getattr(_watched, "watch", None)
+    if watch is not None:
+        watch.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def getresponse(self, *args, **kwargs):
+        _watch_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def getresponse(self, *args, **kwargs):
+        _watch_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class LastfmAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections an ExchangeWatch can cut (mount it for the Last.fm URL)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPConnectionPool,
+            "https": _WatchedHTTPSConnectionPool,
+        }
+
+
 # -- pure helpers ----------------------------------------------------------------
 
 _NOT_JSON = object()
+_NEVER_JSON = object()
 
 
 def _decode_json(body: bytes) -> object:
-    """Return the decoded JSON value of body, or _NOT_JSON."""
+    """Return the decoded JSON value of body, _NOT_JSON (malformed, maybe cut off) or _NEVER_JSON.
+
+    _NEVER_JSON is a body no retry can fix: nested too deep for the decoder,
+    an integer past Python's digit limit, bytes that are not UTF-8.
+    """
     try:
         return json.loads(body)
-    except (ValueError, RecursionError):
-        # ValueError covers JSONDecodeError and UnicodeDecodeError; deep nesting raises RecursionError.
+    except json.JSONDecodeError:
         return _NOT_JSON
+    except (ValueError, RecursionError):
+        # UnicodeDecodeError, the integer digit limit, and deep nesting.
+        return _NEVER_JSON
 
 
 def _parse_code(value: object) -> int | None:
@@ -456,6 +587,10 @@ def _parse_item(item: dict, username: str, lastfm_username: str, now: datetime) 
         album = clean_text(_optional_text(album_object, "#text"))
     now_playing = _is_now_playing(item)
     played_at = None if now_playing else _parse_date(item.get("date"))
+    _require(
+        played_at is None or played_at <= now + MAX_FUTURE_PLAYED_AT,
+        f"the track's playedAt {played_at and played_at.isoformat()} is ahead of the run's clock ({now.isoformat()})",
+    )
     image = _pick_image(item.get("image")) or _pick_image(artist_object.get("image"))
     return Track(
         username=username,

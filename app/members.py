@@ -8,8 +8,11 @@ either commits a whole change or raises without changing anything.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
 import re
+import resource
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
@@ -58,6 +61,22 @@ CREATE TABLE IF NOT EXISTS runs (
 # How many run summaries to keep for `listens status`.
 RUNS_KEPT = 50
 
+# How long a write waits for another connection's lock (an operator's sqlite3
+# shell with a transaction open, a long VACUUM) before it gives up with
+# "database is locked". The warm job then still publishes what it fetched
+# (LISTENS_DB_BUSY_SECONDS; README, "Configuration").
+BUSY_TIMEOUT_S = 5.0
+
+# SQLite's primary result codes (https://www.sqlite.org/rescode.html).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_FULL = 13
+
+# Below this much free space (or file-size limit), an I/O error is taken for a full disk.
+_NEARLY_FULL_BYTES = 1024 * 1024
+
 
 class MembersError(Exception):
     """Raised when a members change is invalid; nothing has been changed."""
@@ -65,6 +84,10 @@ class MembersError(Exception):
 
 class DatabaseError(Exception):
     """Raised when the members database cannot be opened or created."""
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +104,64 @@ class Member:
     next_poll_at: datetime | None = None
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (and create, with its folder) the members database at path."""
+def describe_failure(error: Exception, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> tuple[str, str]:
+    """Given a database error, return its kind ("busy", "full", "readonly" or "error") and a one-line message.
+
+    The message says what to do: a full disk and a read-only database are
+    not a wrong LISTENS_DATABASE, and a lock held by somebody else passes.
+    """
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    number = getattr(error, "errno", None)
+    where = repr(str(path))
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return "busy", (
+            f"the members database {where} stayed locked by another connection for over {busy_timeout_s:g} s"
+            " (an open sqlite3 shell or a VACUUM?); the next run stores what this one could not"
+        )
+    full = primary == _SQLITE_FULL or number in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    if full or (primary == _SQLITE_IOERR and _nearly_full(path)):
+        return "full", (
+            f"the members database {where} cannot grow: its disk is full (or a file-size limit is reached);"
+            " free space on its file system"
+        )
+    if primary == _SQLITE_READONLY or number == errno.EROFS:
+        return "readonly", (
+            f"the members database {where} is read-only; give the warm job's user write access to it,"
+            " its -wal and -shm files and its folder, or remount its file system read-write"
+        )
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return "error", (
+        f"cannot open the members database {where}: {detail}; check LISTENS_DATABASE and its folder's permissions"
+    )
+
+
+def _nearly_full(path: Path) -> bool:
+    """Return whether path's file system, or this process's file-size limit, leaves almost no room.
+
+    SQLite reports a failed resize of its -shm file as a plain "disk I/O
+    error"; this tells a full disk from a broken one.
+    """
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and limit < _NEARLY_FULL_BYTES:
+        return True
+    try:
+        status = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return status.f_bavail * status.f_frsize < _NEARLY_FULL_BYTES
+
+
+def connect(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open (and create, with its folder) the members database at path.
+
+    busy_timeout_s is how long each statement waits for another
+    connection's write lock before raising "database is locked".
+    """
     connection = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=10, isolation_level=None)
+        connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(SCHEMA)
@@ -94,9 +169,8 @@ def connect(path: Path) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as error:
         if connection is not None:
             connection.close()
-        raise DatabaseError(
-            f"cannot open the members database {str(path)!r}: {error}; check LISTENS_DATABASE and its folder's permissions"
-        ) from error
+        kind, message = describe_failure(error, path, busy_timeout_s)
+        raise DatabaseError(message, kind=kind) from error
     connection.row_factory = sqlite3.Row
     return connection
 
@@ -241,20 +315,28 @@ class FetchOutcome:
     status: str  # "ok", "not_found", "private", or "failed" (transient: only the schedule changes)
     track: Track | None
     next_poll_at: datetime | None = None
+    # The Last.fm account the run asked for; None: whichever is linked.
+    lastfm_username: str | None = None
 
 
 def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutcome]) -> None:
     """Store a run's successful fetches and permanent failures in one transaction.
 
     A member who was removed or made private while the run was fetching is
-    skipped, so a run never brings back data the member asked to hide.
+    skipped, so a run never brings back data the member asked to hide; so is
+    a member linked to another Last.fm account since (the outcome's
+    lastfm_username), so an old account's track is never stored for the new.
     """
     with connection:
         connection.execute("BEGIN IMMEDIATE")
         for outcome in outcomes:
-            visible = connection.execute(
-                "SELECT 1 FROM members WHERE id = ? AND public = 1", (outcome.member_id,)
-            ).fetchone()
+            query = "SELECT 1 FROM members WHERE id = ? AND public = 1"
+            parameters: tuple = (outcome.member_id,)
+            if outcome.lastfm_username is not None:
+                # The column is COLLATE NOCASE, like Last.fm's own names.
+                query += " AND lastfm_username = ?"
+                parameters += (outcome.lastfm_username,)
+            visible = connection.execute(query, parameters).fetchone()
             if visible is None:
                 continue
             next_poll = format_time(outcome.next_poll_at) if outcome.next_poll_at is not None else None

@@ -56,6 +56,8 @@ class Settings:
     pointer_recheck_s: float = 0.5
     # The warm job's node_exporter textfile; None: write none.
     metrics_file: Path | None = DEFAULT_METRICS_FILE
+    # How long a members-database write waits for another connection's lock.
+    db_busy_s: float = 5.0
 
     @property
     def lock_path(self) -> Path:
@@ -113,6 +115,13 @@ def parse_servers(raw: str, name: str = "LISTENS_MEMCACHED") -> tuple[str, ...]:
         match = _SERVER_PATTERN.fullmatch(part)
         if match is None or not 1 <= int(match["port"]) <= 65535:
             raise SettingsError(f"{name} has {part!r}, which is not host:port; expected host:port[,host:port]")
+        if match["host"].startswith("["):
+            # The libmemcached bundled with pylibmc resolves IPv4 only: an IPv6
+            # address would fail every run with a host lookup error.
+            raise SettingsError(
+                f"{name} has {part!r}, an IPv6 address, which the memcached client cannot reach;"
+                " use an IPv4 address (127.0.0.1:11211) or a name that resolves to one"
+            )
         if part not in servers:
             servers.append(part)
     return tuple(servers)
@@ -180,6 +189,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["deadline_s"] = _parse_float("LISTENS_DEADLINE_SECONDS", raw, 1, 3600)
     if "LISTENS_METRICS_FILE" in env:
         values["metrics_file"] = _parse_metrics_file(env["LISTENS_METRICS_FILE"])
+    if (raw := get("LISTENS_DB_BUSY_SECONDS")) is not None:
+        values["db_busy_s"] = _parse_float("LISTENS_DB_BUSY_SECONDS", raw, 0.1, 60)
     return Settings(**values)
 
 

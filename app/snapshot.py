@@ -10,11 +10,11 @@ import dataclasses
 import enum
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC
 from datetime import datetime
 from urllib.parse import quote
-from urllib.parse import urlsplit
 
 SCHEMA_VERSION = 2
 
@@ -30,6 +30,21 @@ LASTFM_IMAGE_HOST_SUFFIXES = (".last.fm", ".lastfm.com", ".lst.fm")
 # as UTF-8: kept, they would break the snapshot's encoding or the page's.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+# Characters with no visible effect wherever they stand: zero-width space,
+# word joiner and the invisible operators, BOM, Mongolian vowel separator,
+# the Hangul fillers, the language tag. A name made of them looks blank.
+_INVISIBLE = re.compile("[\u200b\u2060-\u2064\ufeff\u180e\u115f\u1160\u3164\uffa0\U000e0001]")
+# A subdivision flag: black flag, tag letters or digits, cancel tag (🏴 + "gbsct" + cancel).
+_TAG_FLAG = re.compile("\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,6}\U000e007f")
+_TAGS = re.compile("[\U000e0000-\U000e007f]")
+_ZWNJ = "\u200c"
+_ZWJ = "\u200d"
+_DIRECTION_MARKS = frozenset("\u200e\u200f\u061c")
+# The longest run of combining marks kept on one character: real names stack
+# at most three or four (Vietnamese tones, Hebrew points, Tibetan stacks);
+# more is a "tower" that draws over the lines around it.
+MAX_COMBINING_MARKS = 4
 
 
 class State(enum.Enum):
@@ -124,13 +139,74 @@ def parse_time(text: str) -> datetime:
 
 
 def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
-    """Return value as a bounded single-line string without control or direction-override characters."""
+    """Return value as a bounded single-line string a reader can see.
+
+    Control and direction-override characters go; so do characters with no
+    visible effect where they stand (see _remove_invisible), and combining
+    marks past MAX_COMBINING_MARKS on one character. A name of nothing else
+    comes out "", which callers treat as missing.
+    """
     if not isinstance(value, str):
         return ""
-    text = _CONTROL_CHARACTERS.sub("", " ".join(value.splitlines())).strip()
+    text = _CONTROL_CHARACTERS.sub("", " ".join(value.splitlines()))
+    text = _cap_combining_marks(_remove_invisible(text)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _joins(character: str, *, symbols: bool) -> bool:
+    """Return whether character can sit beside a joiner: a letter or mark (or, for ZWJ, a symbol such as an emoji)."""
+    category = unicodedata.category(character)
+    return category[0] in ("L", "M") or (symbols and category[0] == "S")
+
+
+def _remove_invisible(text: str) -> str:
+    """Remove what has no visible effect where it stands; keep exactly what names need.
+
+    Kept: ZWNJ between letters (Persian and Indic spelling), ZWJ between
+    letters or symbols (emoji sequences, Indic conjuncts), the tag
+    characters of a subdivision flag, direction marks in text that holds
+    right-to-left letters. Removed: the same characters anywhere else, and
+    every _INVISIBLE character.
+    """
+    parts = []
+    position = 0
+    for flag in _TAG_FLAG.finditer(text):
+        parts.append(_TAGS.sub("", text[position : flag.start()]))
+        parts.append(flag.group())
+        position = flag.end()
+    parts.append(_TAGS.sub("", text[position:]))
+    text = _INVISIBLE.sub("", "".join(parts))
+    right_to_left = any(
+        unicodedata.bidirectional(character) in ("R", "AL") and character not in _DIRECTION_MARKS for character in text
+    )
+    kept = []
+    for index, character in enumerate(text):
+        if character in (_ZWNJ, _ZWJ):
+            before = text[index - 1] if index > 0 else " "
+            after = text[index + 1] if index + 1 < len(text) else " "
+            symbols = character == _ZWJ
+            if not (_joins(before, symbols=symbols) and _joins(after, symbols=symbols)):
+                continue
+        elif character in _DIRECTION_MARKS and not right_to_left:
+            continue
+        kept.append(character)
+    return "".join(kept)
+
+
+def _cap_combining_marks(text: str) -> str:
+    kept = []
+    run = 0
+    for character in text:
+        if unicodedata.category(character) in ("Mn", "Me"):
+            run += 1
+            if run > MAX_COMBINING_MARKS:
+                continue
+        else:
+            run = 0
+        kept.append(character)
+    return "".join(kept)
 
 
 def safe_page_url(url: object) -> str:
@@ -143,25 +219,49 @@ def safe_image_url(url: object) -> str:
     return _safe_url(url, lambda host: host in LASTFM_IMAGE_HOSTS or host.endswith(LASTFM_IMAGE_HOST_SUFFIXES))
 
 
+_URL_START = re.compile(r"^(?P<scheme>https?)://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
 def _safe_url(url: object, host_allowed) -> str:
+    """Return url as https on an allowed host, read the way a browser's URL parser reads it; "" otherwise.
+
+    Python's urlsplit and a browser disagree on hostile URLs (a browser reads
+    "\\" as "/", decodes "%2e" in a host, maps full-width dots), so only the
+    unambiguous form is accepted: "http(s)://", an authority with no
+    user-info, no "\\", no percent-encoding, no port but the scheme's default,
+    and a host compared after IDNA normalisation, as a browser resolves it.
+    """
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         return ""
-    if _CONTROL_CHARACTERS.search(url) or any(character.isspace() for character in url):
+    if _CONTROL_CHARACTERS.search(url) or any(character.isspace() for character in url) or "\\" in url:
         return ""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+    match = _URL_START.fullmatch(url)
+    if match is None:
         return ""
-    host = (parts.hostname or "").lower()
-    if parts.scheme.lower() not in ("http", "https") or port not in (None, 80, 443) or parts.username or parts.password:
+    scheme, authority, rest = match["scheme"].lower(), match["authority"], match["rest"]
+    if any(character in authority for character in "@%[]") or not authority:
         return ""
-    if not host_allowed(host):
+    host, colon, port = authority.partition(":")
+    if colon and port != _DEFAULT_PORTS[scheme]:
+        return ""
+    host = _normalise_host(host)
+    if not host or not host_allowed(host):
         return ""
     # Last.fm still sends some http:// links; the page only ever links https.
-    rest = url.split("://", 1)[1].split("/", 1)
-    path = "/" + rest[1] if len(rest) > 1 else "/"
-    return f"https://{host}{path}"
+    return f"https://{host}{rest if rest.startswith('/') else '/' + rest}"
+
+
+def _normalise_host(host: str) -> str:
+    """Return host as a browser resolves it (IDNA: case, full-width dots, compatibility forms), or ""."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return ""
+    ascii_host = ascii_host.lower()
+    if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", ascii_host):
+        return ""
+    return ascii_host
 
 
 def profile_url(lastfm_username: str) -> str:

@@ -7,13 +7,14 @@ one summary line, an exit code systemd understands (docs/design.md, Publish).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import dataclasses
 import fcntl
 import logging
 import os
+import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
-import requests.adapters
 
 from app import cache
 from app import logs
@@ -32,6 +32,7 @@ from app import members
 from app import publisher
 from app import schedule
 from app import warm_metrics
+from app.lastfm import LastfmAdapter
 from app.lastfm import LastfmClient
 from app.lastfm import LastfmError
 from app.lastfm import LastfmFatalError
@@ -60,6 +61,10 @@ EXIT_CONFIG = 2  # bad configuration: settings, database path, Last.fm key
 # without releasing it.
 LEASE_MARGIN_S = 60
 
+# How long past the deadline the run waits for fetches already under way
+# (each ends by then: the client stops reading at the deadline).
+FETCH_GRACE_S = 1.0
+
 
 @dataclasses.dataclass
 class RunResult:
@@ -77,11 +82,14 @@ class RunResult:
     tracks: int = 0
     duration_s: float = 0.0
     error: str = ""
+    # Why the members database could not be written ("busy", "full", "readonly", "error"); "" when it was.
+    db: str = ""
 
     def summary(self) -> str:
         """Return the run's one summary line of key=value pairs."""
         line = (
-            f"warm outcome={self.outcome} generation={self.generation} members={self.members}"
+            f"warm outcome={self.outcome}{f' db={self.db}' if self.db else ''}"
+            f" generation={self.generation} members={self.members}"
             f" fetched={self.fetched} carried={self.carried} dropped={self.dropped} failed={self.failed}"
             f" deferred={self.deferred}"
             f" tracks={self.tracks} duration_s={self.duration_s:.3f} exit={self.exit_code}"
@@ -220,24 +228,56 @@ def fetch_all(
             return error
         return NO_SCROBBLES if track is None else track
 
+    # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an
+    # executor's threads at exit, so one request Last.fm never finishes
+    # would hold the process past the deadline. Left-behind threads are
+    # abandoned; the process exits without them.
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for member in public_members:
+        pending.put(member)
     results: dict[int, object] = {}
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lastfm")
-    try:
-        futures = {executor.submit(contextvars.copy_context().run, fetch, member): member for member in public_members}
-        done, _ = concurrent.futures.wait(futures, timeout=max(0.0, deadline - clock()) + 1.0)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                # Fatal key errors end the run; anything else is a bug, and a
-                # bug must fail the run, never pass for "nobody is listening".
-                raise error
-            results[futures[future].id] = future.result()
-        for member in futures.values():
-            if member.id not in results:
-                results[member.id] = _deadline_error(member)
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-    return results
+    errors: list[BaseException] = []
+    changed = threading.Condition()
+
+    def work() -> None:
+        while not abort.is_set():
+            try:
+                member = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                value = fetch(member)
+            except BaseException as error:  # noqa: BLE001 - handed to the run's thread below
+                with changed:
+                    errors.append(error)
+                    abort.set()
+                    changed.notify_all()
+                return
+            with changed:
+                results[member.id] = value
+                changed.notify_all()
+
+    for index in range(min(concurrency, len(public_members))):
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(work,), name=f"lastfm-{index}", daemon=True).start()
+    give_up = time.monotonic() + max(0.0, deadline - clock()) + FETCH_GRACE_S
+    with changed:
+        while len(results) < len(public_members) and not errors:
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                break
+            changed.wait(remaining)
+        abort.set()
+        if errors:
+            # Fatal key errors end the run at once, abandoning requests in
+            # flight; anything else is a bug, and a bug must fail the run,
+            # never pass for "nobody is listening".
+            raise errors[0]
+        finished = dict(results)
+    for member in public_members:
+        if member.id not in finished:
+            finished[member.id] = _deadline_error(member)
+    return finished
 
 
 def _deadline_error(member: members.Member) -> LastfmError:
@@ -247,7 +287,7 @@ def _deadline_error(member: members.Member) -> LastfmError:
 def make_lastfm_client(settings: Settings, clock: Callable[[], float]) -> LastfmClient:
     """Build the Last.fm client of a run: pooled session, rate limit, timeouts."""
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=settings.concurrency)
+    adapter = LastfmAdapter(pool_connections=1, pool_maxsize=settings.concurrency)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     throttle = RateLimiter(settings.rate, clock=clock) if settings.rate > 0 else None
@@ -288,21 +328,31 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
                 _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock)
             finally:
                 lock.release()
-    except (SettingsError, members.DatabaseError) as error:
+    except members.DatabaseError as error:
+        if error.kind in ("busy", "full"):
+            # Somebody else's lock passes, a disk gets freed: neither is a configuration error.
+            result.outcome, result.exit_code, result.db = "failed", EXIT_FAILED, error.kind
+        else:
+            result.outcome, result.exit_code, result.db = "config", EXIT_CONFIG, error.kind
+        result.error = str(error)
+        logger.error("%s", error)
+    except SettingsError as error:
         result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
         logger.error("%s", error)
     except Exception as error:
         # A bug: fail loudly (exit 1, traceback in the journal), publish nothing.
         result.outcome, result.exit_code, result.error = "error", EXIT_FAILED, type(error).__name__
         logger.exception("warm run failed unexpectedly")
-    result.duration_s = clock() - start_clock
+    if not result.duration_s:
+        # A run recorded in the database already has its duration (the stored summary's).
+        result.duration_s = clock() - start_clock
     logger.info("%s", result.summary())
     warm_metrics.write_run_metrics(settings.metrics_file, result)
     return result
 
 
 def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock) -> None:
-    connection = members.connect(settings.database)
+    connection = members.connect(settings.database, busy_timeout_s=settings.db_busy_s)
     owner = f"{socket.gethostname()}:{settings.lock_path.resolve()}"
     try:
         client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
@@ -324,7 +374,18 @@ def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_c
         finally:
             if leased:
                 publisher.release_lease(client, settings.key_prefix, result.generation, owner)
-        members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary())
+        if result.db and result.exit_code == EXIT_OK:
+            # Published, yet the database missed this run's changes: the alert says so.
+            result.exit_code = EXIT_FAILED
+        result.duration_s = clock() - start_clock
+        _write_database(
+            settings,
+            result,
+            "the run's summary",
+            lambda: members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary()),
+        )
+        if result.db and result.exit_code == EXIT_OK:
+            result.exit_code = EXIT_FAILED
     finally:
         connection.close()
 
@@ -349,7 +410,16 @@ def _fetch_and_publish(
         logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)
         return
     checkpoint("fetched")
-    members.record_outcomes(connection, _outcomes(results, wallclock(), settings.max_poll_interval_s))
+    accounts = {member.id: member.lastfm_username for member in polled}
+    outcomes = _outcomes(results, wallclock(), settings.max_poll_interval_s, accounts)
+    # A busy or full database loses the database's copy only: the run still
+    # publishes what it fetched, from memory, and the next run stores it.
+    _write_database(settings, result, "the fetched tracks", lambda: members.record_outcomes(connection, outcomes))
+    # A member removed, made private or linked to another account while the
+    # run was fetching wins over what the run fetched for them.
+    public_members = _current_members(connection, public_members)
+    results = _for_linked_accounts(results, accounts, public_members)
+    result.members = len(public_members)
     merged = merge(public_members, results, started=started, fresh_s=settings.fresh_s, max_stale_s=settings.max_stale_s)
     result.fetched, result.carried, result.dropped = merged.fetched, merged.carried, merged.dropped
     result.failed, result.deferred = merged.failed, merged.deferred
@@ -360,23 +430,115 @@ def _fetch_and_publish(
         _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock)
         return
     last_updated = merged.last_updated or started
-    _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
+    _publish_for_members(connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
 
 
-def _outcomes(results: Mapping[int, object], now: datetime, ceiling_s: int) -> list[members.FetchOutcome]:
-    """Turn fetch results into database changes, each with the member's next poll time."""
+def _write_database(settings: Settings, result: RunResult, what: str, write: Callable[[], None]) -> None:
+    """Run write; when the database refuses it, name why in result.db and log one line, never raise."""
+    try:
+        write()
+    except sqlite3.Error as error:
+        kind, message = members.describe_failure(error, settings.database, settings.db_busy_s)
+        result.db = result.db or kind
+        logger.error("could not store %s: %s", what, message)
+
+
+def _current_members(connection, read_before: list[members.Member]) -> list[members.Member]:
+    """Return the public members as they are now; the list read before, if the database cannot say."""
+    try:
+        return members.list_members(connection, public_only=True)
+    except sqlite3.Error as error:
+        logger.warning("could not read the members again (%s); using the list read at the start", error)
+        return read_before
+
+
+def _for_linked_accounts(
+    results: Mapping[int, object], accounts: Mapping[int, str], current: list[members.Member]
+) -> dict[int, object]:
+    """Keep the results of members still public and linked to the Last.fm account that was fetched."""
+    linked = {member.id: member.lastfm_username.casefold() for member in current}
+    return {
+        member_id: value
+        for member_id, value in results.items()
+        if linked.get(member_id) == accounts.get(member_id, "").casefold()
+    }
+
+
+def _still_linked(tracks: list[Track], current: list[members.Member]) -> list[Track]:
+    """Return the tracks whose member is still public and linked to the account the track came from."""
+    linked = {member.username.casefold(): member.lastfm_username.casefold() for member in current}
+    return [track for track in tracks if linked.get(track.username.casefold()) == track.lastfm_username.casefold()]
+
+
+def _linked_now(connection, tracks: list[Track]) -> list[Track]:
+    """Return the tracks still linked to their member as the database says now; all of them if it cannot say."""
+    try:
+        return _still_linked(tracks, members.list_members(connection, public_only=True))
+    except sqlite3.Error as error:
+        logger.warning("could not check the members again: %s", error)
+        return tracks
+
+
+class _MembersChangedError(Exception):
+    """Raised inside a publish, before the pointer moves, when a member of the snapshot changed meanwhile."""
+
+
+def _publish_for_members(
+    connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock
+) -> None:
+    """Publish tracks; if a member is removed, made private or relinked meanwhile, publish without them.
+
+    The snapshot is built before the publish. A change seen just before the
+    pointer moves stops that publish (the snapshot stays unnamed and
+    expires); a change after the pointer moved is corrected at once by a
+    second publish, one generation later, rather than by the next run.
+    """
+
+    def guarded(step: str) -> None:
+        checkpoint(step)
+        if step == "pointer-read" and len(_linked_now(connection, tracks)) != len(tracks):
+            raise _MembersChangedError
+
+    try:
+        _publish(settings, client, result, tracks, last_updated, guarded, clock, start_clock)
+    except _MembersChangedError:
+        pass
+    else:
+        if result.exit_code != EXIT_OK or result.outcome != publisher.PublishOutcome.PUBLISHED.value:
+            return
+    kept = _linked_now(connection, tracks)
+    if len(kept) == len(tracks):
+        return
+    logger.warning(
+        "%d member(s) removed, made private or relinked while publishing; publishing again without them",
+        len(tracks) - len(kept),
+    )
+    result.tracks = len(kept)
+    _publish(settings, client, result, kept, last_updated, publisher._no_checkpoint, clock, start_clock, 1)
+
+
+def _outcomes(
+    results: Mapping[int, object], now: datetime, ceiling_s: int, accounts: Mapping[int, str] | None = None
+) -> list[members.FetchOutcome]:
+    """Turn fetch results into database changes, each with the member's next poll time.
+
+    accounts maps member ids to the Last.fm account fetched, so a result is
+    stored only while the member is still linked to it.
+    """
     outcomes = []
     later = now + timedelta(seconds=ceiling_s)
     for member_id, value in results.items():
+        account = accounts.get(member_id) if accounts is not None else None
         if isinstance(value, Track):
-            outcomes.append(members.FetchOutcome(member_id, "ok", value, schedule.next_poll_at(value, now, ceiling_s)))
+            next_poll = schedule.next_poll_at(value, now, ceiling_s)
+            outcomes.append(members.FetchOutcome(member_id, "ok", value, next_poll, account))
         elif value == NO_SCROBBLES:
-            outcomes.append(members.FetchOutcome(member_id, "ok", None, later))
+            outcomes.append(members.FetchOutcome(member_id, "ok", None, later, account))
         elif isinstance(value, LastfmPermanentError):
-            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later))
+            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later, account))
         else:
             # A transient failure: try again next cycle.
-            outcomes.append(members.FetchOutcome(member_id, "failed", None, now))
+            outcomes.append(members.FetchOutcome(member_id, "failed", None, now, account))
     return outcomes
 
 
@@ -400,9 +562,10 @@ def _restore_if_missing(settings, client, result, tracks, checkpoint, clock, sta
     result.exit_code = EXIT_FAILED
 
 
-def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock) -> None:
+def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock, offset=0) -> None:
+    """Publish tracks as the run's generation (plus offset, for a corrected second publish)."""
     snapshot = Snapshot(
-        generation=result.generation,
+        generation=result.generation + offset,
         last_updated=last_updated,
         tracks=tuple(tracks),
         stats={

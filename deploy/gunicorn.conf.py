@@ -22,6 +22,15 @@ chdir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # variable happens to be set.
 bind = os.environ.get("LISTENS_BIND", "127.0.0.1:8000")
 
+# Trust no client with the WSGI environment: gunicorn takes SCRIPT_NAME and
+# PATH_INFO request headers from forwarded_allow_ips (loopback by default) as
+# set by a proxy, so any process on the host could send "SCRIPT_NAME: /x" and
+# have the page rendered with /x/static/... links, which the render memo then
+# served to every visitor. The site lives at "/" and nginx sets neither, so
+# no header may set them; with header_map "drop" they are dropped. X-Forwarded-*
+# from nginx on loopback stays trusted (forwarded_allow_ips is unchanged).
+forwarder_headers = ""
+
 # Sync workers: a request costs one small memcached get, so two processes are
 # plenty, and a hung worker is killed after `timeout` instead of stalling a
 # thread pool. Named LISTENS_WORKERS so a stray WEB_CONCURRENCY is not used.

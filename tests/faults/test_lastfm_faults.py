@@ -58,7 +58,10 @@ def test_warm_run_gives_each_misbehaving_member_documented_outcome_by_deadline(m
     stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": str(DEADLINE_S), "LISTENS_ITEMS": "50"})
     stack.add_members(*MATRIX)
     # An hour ago everyone answered, so each member has a last known track with a distinct fetchedAt.
+    # Last.fm's clock goes back with it: a playedAt ahead of the run's clock is refused.
+    stack.lastfm.control("clock", {"now": time.time() - 3600})
     first = stack.paused("an-hour-ago", now_offset_s=-3600).finish()
+    stack.lastfm.control("clock", {"now": None})
     assert first.returncode == 0 and first.summary["fetched"] == str(len(MATRIX)), first.stderr
     before = {item["username"]: item for item in stack.api()["data"]}
     stack.add_members(NEWCOMER[0])

@@ -99,7 +99,6 @@ def test_load_settings_blank_api_key_is_no_key():
         ("cache-1.internal:11211,cache-2.internal:11212", ("cache-1.internal:11211", "cache-2.internal:11212")),
         (" a:1 , b:2 ", ("a:1", "b:2")),
         ("a:1,b:2,a:1", ("a:1", "b:2")),
-        ("[::1]:11211", ("[::1]:11211",)),
         ("localhost:65535", ("localhost:65535",)),
     ],
 )
