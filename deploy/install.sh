@@ -31,8 +31,9 @@
 #                     on a host without access to PyPI.
 #   NGINX_SERVER_NAME the site's host name(s) for nginx, e.g. "listens.example.org";
 #                     needed the first time, then read from the installed site.
-#   NGINX_SITE        listens (HTTP, the default) or listens-tls (HTTPS, with
-#                     certbot's certificate for NGINX_SERVER_NAME).
+#   NGINX_SITE        listens (HTTP) or listens-tls (HTTPS, with certbot's
+#                     certificate for NGINX_SERVER_NAME); default: the one
+#                     installed, else listens.
 #
 # nginx (deploy/nginx/, when /etc/nginx exists): the site goes into
 # sites-available/listens and is linked from sites-enabled (Debian's
@@ -384,7 +385,7 @@ restore_nginx() {
 }
 
 install_nginx_site() {
-    local release=$1 site=${NGINX_SITE:-listens} name=${NGINX_SERVER_NAME:-} available enabled default
+    local release=$1 site=${NGINX_SITE:-} name=${NGINX_SERVER_NAME:-} available enabled default
     local rendered backup output user owner first
     available="$NGINX_DIR/sites-available/listens"
     enabled="$NGINX_DIR/sites-enabled/listens"
@@ -393,6 +394,13 @@ install_nginx_site() {
         log "nginx is not installed (no $NGINX_DIR/nginx.conf or no nginx): the front door was not set up;"
         log "  apt-get install nginx, then run install.sh again (deploy/README.md, nginx)"
         return
+    fi
+    # Unless told otherwise, keep the variant that is installed: HTTPS stays HTTPS.
+    if [ -z "$site" ]; then
+        site=listens
+        if grep -q '^ *ssl_certificate ' "$available" 2>/dev/null; then
+            site=listens-tls
+        fi
     fi
     case "$site" in
         listens | listens-tls) ;;

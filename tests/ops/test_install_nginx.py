@@ -190,6 +190,10 @@ def test_tls_site_installs_with_its_certificate(wheels, checkout, tmp_path):
     assert f"server_name {NAME} www.{NAME};" in site
     assert f"ssl_certificate /etc/letsencrypt/live/{NAME}/fullchain.pem;" in site
     assert nginx_check(root, tmp_path / "check").returncode == 0
+    # An upgrade without the settings keeps the name and stays on HTTPS.
+    again = install(root, wheels, checkout, "2026.12.01")
+    assert again.returncode == 0 and "already installed and unchanged" in again.stdout
+    assert (root / "etc" / "nginx" / "sites-available" / "listens").read_text() == site
 
 
 @pytest.fixture(scope="module")
