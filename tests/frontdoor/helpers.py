@@ -10,6 +10,7 @@ import dataclasses
 import re
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import requests
@@ -23,6 +24,7 @@ from tests.support import Nginx
 from tests.support import add_members
 from tests.support import run_warm
 from tests.support import stack_env
+from tests.support import wait_until
 
 API_PATH = "/api/internal/user-listens"
 MEMBERS = tuple(f"member{index}" for index in range(12))
@@ -126,6 +128,18 @@ class FrontDoor:
     def access_lines(self) -> list[str]:
         """Return gunicorn's access log lines so far."""
         return [line for line in self.gunicorn.log_path.read_text().splitlines() if "gunicorn.access" in line]
+
+    def settled_access_lines(self) -> list[str]:
+        """Return gunicorn's access lines once a request made now has been logged.
+
+        gunicorn logs a request just after answering it, so a line may lag
+        its answer by a moment; an uncached request's own line marks the
+        point by which every earlier answer's line is written.
+        """
+        marker = f"settle-{time.monotonic_ns()}"
+        assert self.get(f"/healthz?{marker}").status_code == 200
+        wait_until(lambda: any(marker in line for line in self.access_lines()), 5, "gunicorn's access line")
+        return [line for line in self.access_lines() if marker not in line and "settle-" not in line]
 
     def publish(self) -> None:
         warm = run_warm(self.env)
