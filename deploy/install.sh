@@ -351,7 +351,9 @@ nginx_test() {
 
 # The lines of nginx -t's output that say what is wrong, on one line.
 nginx_reason() {
-    grep -E '\[(emerg|alert|crit|error)\]' <<<"$1" | sed 's/^nginx: //' | paste -sd ';' - || true
+    local reason
+    reason=$(grep -E '\[(emerg|alert|crit|error)\]' <<<"$1" | sed 's/^nginx: //' | paste -sd ';' - || true)
+    printf '%s\n' "${reason:-$(tail -n 1 <<<"$1")}"
 }
 
 # uid:gid of user (in the staging root's /etc/passwd under DESTDIR), or nothing.
@@ -421,8 +423,6 @@ install_nginx_site() {
     rendered=$(sed -e "s|server_name $NGINX_PLACEHOLDER;|server_name $name;|" -e "s|$NGINX_PLACEHOLDER|$first|g" \
         "$release/deploy/nginx/$site.conf")
 
-    output=$(nginx_test) || die "nginx -t fails before any change, so the listens site was not installed; fix this first: $(nginx_reason "$output")"
-
     # Owned by nginx's user: its workers write the cache; nobody else reads it.
     user=$(nginx_user)
     owner=$(nginx_owner "$user")
@@ -440,6 +440,8 @@ install_nginx_site() {
         log "nginx site $available is already installed and unchanged"
         return
     fi
+
+    output=$(nginx_test) || die "nginx -t fails before any change, so the listens site was not installed; fix this first: $(nginx_reason "$output")"
 
     backup=$(mktemp -d)
     [ ! -f "$available" ] || cp -p "$available" "$backup/listens"
