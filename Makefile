@@ -25,6 +25,7 @@ test-fast: $(VENV)/.installed
 bench: system-deps $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || scripts/install_system_deps.sh wrk
 	$(PY) -m bench.web_bench
+	$(PY) -m bench.frontdoor_bench
 	$(PY) -m bench.warm_bench --plot docs/warm-time.png --budget-cycles 3
 	$(PY) -m bench.schedule_bench
 

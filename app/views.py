@@ -38,6 +38,12 @@ bp = Blueprint("listens", __name__)
 # snapshot changes at most every few minutes.
 PUBLIC_CACHE = "public, max-age=15, stale-while-revalidate=30"
 
+# Shared caches (nginx's micro-cache, deploy/nginx/listens.conf) keep an
+# answer in the warming or unavailable state for two seconds only, so the
+# first answer with data replaces it at once; fresh, stale and empty answers
+# get PUBLIC_CACHE. cache_control() is the one place that chooses.
+SHORT_CACHE = "public, max-age=2"
+
 # A static URL carries its file's content hash (?v=), so a new release gets
 # new URLs and browsers may keep what they fetched for a year.
 STATIC_CACHE = "public, max-age=31536000, immutable"
@@ -73,11 +79,13 @@ class Rendered:
 
     __slots__ = ("key", "body", "etag", "headers")
 
-    def __init__(self, key: tuple, body: bytes, mimetype: str, last_modified: datetime | None) -> None:
+    def __init__(
+        self, key: tuple, body: bytes, mimetype: str, last_modified: datetime | None, cache: str = PUBLIC_CACHE
+    ) -> None:
         self.key = key
         self.body = body
         self.etag = hashlib.sha256(body).hexdigest()[:20]
-        headers = [("Content-Type", mimetype), ("Cache-Control", PUBLIC_CACHE), ("ETag", f'"{self.etag}"')]
+        headers = [("Content-Type", mimetype), ("Cache-Control", cache), ("ETag", f'"{self.etag}"')]
         if last_modified is not None:
             headers.append(("Last-Modified", http_date(last_modified)))
         # Security headers here too, so errors.add_security_headers has nothing to add.
@@ -92,6 +100,13 @@ class Rendered:
             not_modified.remove("Content-Type")
             return _RenderedResponse(status=304, headers=not_modified)
         return _RenderedResponse(self.body, headers=_CheckedHeaders(self.headers))
+
+
+def cache_control(reading: Reading) -> str:
+    """Return the Cache-Control of a page or API answer showing reading."""
+    if reading.state in (State.WARMING, State.UNAVAILABLE):
+        return SHORT_CACHE
+    return PUBLIC_CACHE
 
 
 def _read() -> tuple[Reading, datetime, int]:
@@ -122,7 +137,7 @@ def home() -> Response:
         tracks = snapshot.tracks[:items] if snapshot is not None else ()
         html = render_template("home.html", reading=reading, tracks=tracks, now=now, State=State)
         last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified)
+        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
     key = (reading.generation, reading.state, minute)
     return _memoised("home", key, render).respond()
@@ -143,7 +158,9 @@ def user_listens() -> Response:
             "cached": snapshot is not None,
         }
         last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, json.dumps(body).encode("utf-8"), "application/json", last_modified)
+        return Rendered(
+            key, json.dumps(body).encode("utf-8"), "application/json", last_modified, cache_control(reading)
+        )
 
     # The generation and its tracks come from one snapshot object, so they
     # always belong together.

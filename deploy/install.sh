@@ -29,6 +29,19 @@
 #   PYTHON            the interpreter the venv is built from (default python3).
 #   PIP_INSTALL_ARGS  extra pip arguments, e.g. "--no-index --find-links /srv/wheels"
 #                     on a host without access to PyPI.
+#   NGINX_SERVER_NAME the site's host name(s) for nginx, e.g. "listens.example.org";
+#                     needed the first time, then read from the installed site.
+#   NGINX_SITE        listens (HTTP) or listens-tls (HTTPS, with certbot's
+#                     certificate for NGINX_SERVER_NAME); default: the one
+#                     installed, else listens.
+#
+# nginx (deploy/nginx/, when /etc/nginx exists): the site goes into
+# sites-available/listens and is linked from sites-enabled (Debian's
+# placeholder site "default" is unlinked: both would be the default server),
+# its cache directory /var/cache/nginx/listens is created for nginx's user,
+# `nginx -t` checks the result, and nginx is reloaded only if it passed. If
+# it fails, the previous nginx configuration is put back and the script
+# exits 1 saying why; nginx itself is never left with a broken configuration.
 set -euo pipefail
 umask 022
 
@@ -300,6 +313,169 @@ reload_units() {
     fi
 }
 
+# -- nginx: the front door (deploy/nginx, deploy/README.md) ------------------
+
+NGINX_DIR="$DESTDIR/etc/nginx"
+NGINX_CACHE="$DESTDIR/var/cache/nginx/listens"
+# The host name the site files carry, replaced by NGINX_SERVER_NAME.
+readonly NGINX_PLACEHOLDER=listens.example.org
+
+# Run `nginx -t` on the configuration in NGINX_DIR; print its output, return its status.
+# Into a staging root, nginx -t reads a copy of it whose paths point into the
+# root (and whose logs and pid file go to a scratch directory), so nothing
+# outside DESTDIR is read as configuration or written.
+nginx_test() {
+    if [ -z "$DESTDIR" ]; then
+        nginx -t 2>&1
+        return
+    fi
+    local scratch link target status=0
+    scratch=$(mktemp -d)
+    cp -a "$NGINX_DIR/." "$scratch/"
+    while IFS= read -r link; do
+        target=$(readlink "$link")
+        case "$target" in
+            /etc/nginx/*) ln -sfn "$scratch/${target#/etc/nginx/}" "$link" ;;
+        esac
+    done < <(find "$scratch" -type l)
+    grep -rlZ -e /etc/nginx/ -e /etc/letsencrypt/ -e /var/cache/nginx/ -e /var/log/nginx/ -e /run/nginx.pid "$scratch" \
+        | xargs -0 -r sed -i -e "s|/etc/nginx/|$scratch/|g" -e "s|/etc/letsencrypt/|$DESTDIR/etc/letsencrypt/|g" \
+            -e "s|/var/cache/nginx/|$DESTDIR/var/cache/nginx/|g" \
+            -e "s|/var/log/nginx/|$scratch/|g" -e "s|/run/nginx.pid|$scratch/nginx.pid|g"
+    # Its messages name the files by where they are in the staging root.
+    nginx -t -p "$scratch/" -c "$scratch/nginx.conf" -e "$scratch/error.log" 2>&1 | sed "s|$scratch/|$NGINX_DIR/|g" \
+        || status=$?
+    rm -rf "$scratch"
+    return $status
+}
+
+# The lines of nginx -t's output that say what is wrong, on one line.
+nginx_reason() {
+    local reason
+    reason=$(grep -E '\[(emerg|alert|crit|error)\]' <<<"$1" | sed 's/^nginx: //' | paste -sd ';' - || true)
+    printf '%s\n' "${reason:-$(tail -n 1 <<<"$1")}"
+}
+
+# uid:gid of user (in the staging root's /etc/passwd under DESTDIR), or nothing.
+nginx_owner() {
+    if [ -n "$DESTDIR" ]; then
+        awk -F: -v name="$1" '$1 == name { print $3 ":" $4 }' "$DESTDIR/etc/passwd" 2>/dev/null || true
+    else
+        getent passwd "$1" | cut -d: -f3,4 || true
+    fi
+}
+
+nginx_user() {
+    awk '$1 == "user" { sub(";", "", $2); print $2; exit }' "$NGINX_DIR/nginx.conf" 2>/dev/null | grep . || echo www-data
+}
+
+# Put back what install_nginx_site changed: its argument is the backup directory.
+restore_nginx() {
+    local backup=$1
+    if [ -f "$backup/listens" ]; then
+        cp -p "$backup/listens" "$NGINX_DIR/sites-available/listens"
+    else
+        rm -f "$NGINX_DIR/sites-available/listens"
+    fi
+    rm -f "$NGINX_DIR/sites-enabled/listens"
+    if [ -f "$backup/enabled" ]; then
+        ln -sfn "$(cat "$backup/enabled")" "$NGINX_DIR/sites-enabled/listens"
+    fi
+    if [ -f "$backup/default" ]; then
+        ln -sfn "$(cat "$backup/default")" "$NGINX_DIR/sites-enabled/default"
+    fi
+}
+
+install_nginx_site() {
+    local release=$1 site=${NGINX_SITE:-} name=${NGINX_SERVER_NAME:-} available enabled default
+    local rendered backup output user owner first
+    available="$NGINX_DIR/sites-available/listens"
+    enabled="$NGINX_DIR/sites-enabled/listens"
+    default="$NGINX_DIR/sites-enabled/default"
+    if [ ! -f "$NGINX_DIR/nginx.conf" ] || ! command -v nginx >/dev/null 2>&1; then
+        log "nginx is not installed (no $NGINX_DIR/nginx.conf or no nginx): the front door was not set up;"
+        log "  apt-get install nginx, then run install.sh again (deploy/README.md, nginx)"
+        return
+    fi
+    # Unless told otherwise, keep the variant that is installed: HTTPS stays HTTPS.
+    if [ -z "$site" ]; then
+        site=listens
+        if grep -q '^ *ssl_certificate ' "$available" 2>/dev/null; then
+            site=listens-tls
+        fi
+    fi
+    case "$site" in
+        listens | listens-tls) ;;
+        *) die "NGINX_SITE must be listens or listens-tls (deploy/nginx/), not '$site'" ;;
+    esac
+    if [ -z "$name" ] && [ -f "$available" ]; then
+        name=$(awk '$1 == "server_name" { sub(/;$/, ""); if ($2 != "_") { $1 = ""; sub(/^ /, ""); print; exit } }' "$available")
+    fi
+    if [ -z "$name" ]; then
+        log "nginx site not installed: set NGINX_SERVER_NAME to the site's host name, e.g."
+        log "  NGINX_SERVER_NAME=listens.example.org $0 (deploy/README.md, nginx)"
+        return
+    fi
+    [[ "$name" =~ ^[A-Za-z0-9.-]+( [A-Za-z0-9.-]+)*$ ]] \
+        || die "NGINX_SERVER_NAME '$name' must be host names (letters, digits, '.', '-') separated by spaces"
+    first=${name%% *}
+    # server_name gets every name; certificate paths take the first.
+    rendered=$(sed -e "s|server_name $NGINX_PLACEHOLDER;|server_name $name;|" -e "s|$NGINX_PLACEHOLDER|$first|g" \
+        "$release/deploy/nginx/$site.conf")
+
+    # Owned by nginx's user: its workers write the cache; nobody else reads it.
+    user=$(nginx_user)
+    owner=$(nginx_owner "$user")
+    if [ ! -d "$NGINX_CACHE" ]; then
+        if [ $IS_ROOT -eq 1 ] && [ -n "$owner" ]; then
+            run install -d -m 0700 -o "${owner%:*}" -g "${owner#*:}" "$NGINX_CACHE"
+        else
+            run install -d -m 0700 "$NGINX_CACHE"
+            log "$NGINX_CACHE is not handed to nginx's user $user (not root, or no such user): chown it on the target"
+        fi
+    fi
+
+    if [ -f "$available" ] && [ "$rendered" = "$(cat "$available")" ] && [ -L "$enabled" ] \
+        && [ "$(readlink "$default" 2>/dev/null)" != /etc/nginx/sites-available/default ]; then
+        log "nginx site $available is already installed and unchanged"
+        return
+    fi
+
+    output=$(nginx_test) || die "nginx -t fails before any change, so the listens site was not installed; fix this first: $(nginx_reason "$output")"
+
+    backup=$(mktemp -d)
+    [ ! -f "$available" ] || cp -p "$available" "$backup/listens"
+    [ ! -L "$enabled" ] || readlink "$enabled" >"$backup/enabled"
+    [ ! -L "$default" ] || readlink "$default" >"$backup/default"
+
+    mkdir -p "$NGINX_DIR/sites-available" "$NGINX_DIR/sites-enabled"
+    log "+ install -m 0644 deploy/nginx/$site.conf $available (server_name $name)"
+    printf '%s\n' "$rendered" >"$available.new"
+    chmod 0644 "$available.new"
+    mv -f "$available.new" "$available"
+    # Relative, so the link also resolves inside a staging root.
+    run ln -sfn ../sites-available/listens "$enabled"
+    # Debian's placeholder site is the default server too: nginx -t refuses two.
+    if [ "$(readlink "$default" 2>/dev/null)" = /etc/nginx/sites-available/default ]; then
+        run rm -f "$default"
+    fi
+
+    if ! output=$(nginx_test); then
+        restore_nginx "$backup"
+        rm -rf "$backup"
+        die "nginx -t failed with the new listens site, so the previous nginx configuration was put back and nginx was not reloaded: $(nginx_reason "$output")"
+    fi
+    rm -rf "$backup"
+    log "nginx -t: the configuration with the listens site is valid"
+    if [ -n "$DESTDIR" ]; then
+        log "nginx site installed into $DESTDIR; reload nginx on the target"
+    elif [ -d /run/systemd/system ] && systemctl is-active --quiet nginx; then
+        run systemctl reload nginx || die "systemctl reload nginx failed (journalctl -u nginx says why); the site file is $available"
+    else
+        log "nginx is not running: systemctl enable --now nginx"
+    fi
+}
+
 if [ $ROLLBACK -eq 1 ]; then
     [ -z "$VERSION" ] || die "--rollback goes back to $PREVIOUS; it takes no --version"
     back=$(readlink "$PREVIOUS" 2>/dev/null) || die "no previous release recorded ($PREVIOUS is missing)"
@@ -335,6 +511,7 @@ switch_to "releases/$VERSION"
 install_units "$RELEASES/$VERSION"
 install_settings "$RELEASES/$VERSION"
 reload_units
+install_nginx_site "$RELEASES/$VERSION"
 
 log ""
 if [ -z "$before" ]; then

@@ -9,6 +9,11 @@ for package in "$@"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+# tests/frontdoor run Debian's nginx in front of gunicorn (deploy/nginx), and
+# make a self-signed certificate for its TLS variant with openssl. (Debian
+# also starts its own nginx on port 80; the tests never use it.)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The browser tests drive Debian's Chromium; a browser is never downloaded.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # A small CJK font, so names like 坂本龍一 render in the README's screenshots.

@@ -295,3 +295,125 @@ def run_warm(env: Mapping[str, str], timeout_s: float = 120) -> subprocess.Compl
         text=True,
         timeout=timeout_s,
     )
+
+
+# -- nginx: the front door (deploy/nginx) --------------------------------------------------------------
+
+NGINX_SITE = REPO / "deploy" / "nginx" / "listens.conf"
+NGINX_TLS_SITE = REPO / "deploy" / "nginx" / "listens-tls.conf"
+# The placeholder in the site files that deploy/install.sh replaces with NGINX_SERVER_NAME.
+SERVER_NAME = "listens.example.org"
+
+
+def render_site(
+    text: str, *, port: int, upstream: str, cache_dir: Path, tls_port: int = 0, certificate: tuple[Path, Path] = ()
+) -> str:
+    """Return a site file changed only in listen address, upstream address, cache path (and certificate paths)."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("listen [::]:"):
+            continue  # loopback IPv4 only in tests
+        line = line.replace("listen 80", f"listen 127.0.0.1:{port}").replace(
+            "listen 443", f"listen 127.0.0.1:{tls_port}"
+        )
+        line = line.replace("server 127.0.0.1:8000;", f"server {upstream};")
+        line = line.replace("/var/cache/nginx/listens", str(cache_dir))
+        if certificate and stripped.startswith("ssl_certificate "):
+            line = f"    ssl_certificate {certificate[0]};"
+        if certificate and stripped.startswith("ssl_certificate_key "):
+            line = f"    ssl_certificate_key {certificate[1]};"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+class Nginx:
+    """Debian's nginx in the foreground with a deploy/nginx site, its own prefix, temp and cache dirs, on loopback."""
+
+    def __init__(
+        self, folder: Path, upstream: str, site: Path = NGINX_SITE, certificate: tuple[Path, Path] = ()
+    ) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise RuntimeError("nginx is not installed: run 'apt-get install nginx' (make test does this)")
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        self.tls_port = free_port() if certificate else 0
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cache_dir = folder / "cache"
+        self.access_log = folder / "access.log"
+        self.error_log = folder / "error.log"
+        self.site = site
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "site.conf").write_text(
+            render_site(
+                site.read_text(),
+                port=self.port,
+                upstream=upstream,
+                cache_dir=self.cache_dir,
+                tls_port=self.tls_port,
+                certificate=certificate,
+            )
+        )
+        temp = {name: folder / "temp" / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        for path in temp.values():
+            path.mkdir(parents=True, exist_ok=True)
+        # As root, the workers run as root too: the pytest folders are root's, 0700.
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        (folder / "nginx.conf").write_text(
+            f"{user}daemon off;\nworker_processes 2;\npid {folder}/nginx.pid;\nerror_log {self.error_log} warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            "    include /etc/nginx/mime.types;\n"
+            "    default_type application/octet-stream;\n"
+            "    sendfile on;\n    tcp_nopush on;\n"
+            f"    access_log {self.access_log};\n"
+            + "".join(f"    {name}_temp_path {path};\n" for name, path in temp.items())
+            + "    include site.conf;\n}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def command(self, *extra: str) -> list[str]:
+        return [
+            self.binary,
+            "-p",
+            f"{self.folder}/",
+            "-c",
+            str(self.folder / "nginx.conf"),
+            "-e",
+            str(self.error_log),
+            *extra,
+        ]
+
+    def test_config(self) -> subprocess.CompletedProcess:
+        """Run nginx -t on this configuration."""
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self) -> Nginx:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"nginx exited {self.process.returncode}:\n{self.error_log.read_text()}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        try:
+            wait_until(ready, 15, f"nginx on {self.url}", interval_s=0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
