@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app import create_app
 from app import settings as module
 from app.settings import Settings
 from app.settings import SettingsError
@@ -379,3 +380,14 @@ def test_settings_lock_path_is_explicit_when_lock_file_is_set(tmp_path):
     settings = Settings(database=tmp_path / "listens.sqlite3", lock_file=tmp_path / "other.lock")
 
     assert settings.lock_path == tmp_path / "other.lock"
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "1.5", "3601"])
+def test_create_app_stops_with_one_line_when_refresh_seconds_is_invalid(raw, monkeypatch):
+    monkeypatch.setenv("LISTENS_REFRESH_SECONDS", raw)
+
+    with pytest.raises(SettingsError) as caught:
+        create_app()
+
+    assert_one_line_naming(caught.value, "LISTENS_REFRESH_SECONDS")
+    assert "0 to 3600" in str(caught.value)
