@@ -319,3 +319,26 @@ def test_request_taking_over_ten_seconds_is_abandoned_and_the_list_kept(live, vi
     assert len(pending) == 2
     assert page.page.evaluate(LISTED) == before
     page.assert_clean()
+
+
+def test_unreachable_answer_keeps_the_list_until_a_reachable_one(live, visit):
+    first = first_generation(live)
+    page = visit(DESKTOP, on=live).open()
+    before = page.page.evaluate(LISTED)
+
+    def unreachable(route) -> None:
+        # The answer of a worker that serves its last snapshot while memcached is down.
+        answer = route.fetch().json()
+        route.fulfill(status=200, content_type="application/json", json={**answer, "reachable": False})
+
+    page.context.route(f"**{API}", unreachable)
+    second = publish(live, {MEMBERS[3]: track(3, now_playing=True)})
+    page.page.wait_for_selector(".status-off", timeout=(REFRESH_S + 10) * 1000)
+
+    assert page.page.evaluate(LISTED) == before
+    assert page.page.locator("section.listens").get_attribute("data-generation") == str(first["generation"])
+    # Without "reachable" (as today's API answers), an answer counts as reachable.
+    page.context.unroute(f"**{API}")
+    wait_for_generation(page, second["generation"], REFRESH_S + 10)
+    assert page.page.locator(".status-off").count() == 0
+    page.assert_clean()
