@@ -342,3 +342,21 @@ def test_unreachable_answer_keeps_the_list_until_a_reachable_one(live, visit):
     wait_for_generation(page, second["generation"], REFRESH_S + 10)
     assert page.page.locator(".status-off").count() == 0
     page.assert_clean()
+
+
+def test_state_line_follows_a_stale_page_turning_fresh(live, visit):
+    live.make("stale")
+    page = visit(PHONE, on=live).open()
+    assert "These listens may be out of date" in page.page.locator("section.listens").inner_text()
+    assert page.page.locator(".now-stale").count() >= 1
+
+    live.warm()
+    fresh = live.api()
+    wait_for_generation(page, fresh["generation"], REFRESH_S + 10)
+
+    text = page.page.locator("section.listens").inner_text()
+    assert page.page.locator("section.listens").get_attribute("data-state") == "fresh"
+    assert "These listens may be out of date" not in text and "Last updated just now" in text
+    assert page.page.locator(".now-stale").count() == 0
+    assert page.page.locator(".is-playing .eq").count() == sum(entry["nowPlaying"] for entry in fresh["data"])
+    page.assert_clean()
