@@ -146,6 +146,7 @@
       delay = Math.min(delay * 2, 600000);
     }).then(function () {
       busy = false;
+      askedAt = Date.now();
       wait(delay);
     });
   }
