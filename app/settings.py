@@ -58,6 +58,7 @@ class Settings:
     metrics_file: Path | None = DEFAULT_METRICS_FILE
     # How long a members-database write waits for another connection's lock.
     db_busy_s: float = 5.0
+    refresh_s: int = 60
 
     @property
     def lock_path(self) -> Path:
@@ -177,6 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "LISTENS_ITEMS": ("items", 1, 50),
         "LISTENS_CONCURRENCY": ("concurrency", 1, 64),
         "LISTENS_MAX_POLL_INTERVAL_SECONDS": ("max_poll_interval_s", 300, 7 * 86400),
+        # How often an open page asks for a newer list; 0 turns the refresh off.
+        "LISTENS_REFRESH_SECONDS": ("refresh_s", 0, 3600),
     }
     for name, (field, minimum, maximum) in integers.items():
         if (raw := get(name)) is not None:

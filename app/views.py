@@ -135,7 +135,9 @@ def home() -> Response:
 
     def render() -> Rendered:
         tracks = snapshot.tracks[:items] if snapshot is not None else ()
-        html = render_template("home.html", reading=reading, tracks=tracks, now=now, State=State)
+        html = render_template(
+            "home.html", reading=reading, tracks=tracks, now=now, State=State, refresh_s=_refresh_s()
+        )
         last_modified = snapshot.last_updated if snapshot is not None else None
         return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
@@ -186,6 +188,33 @@ def healthz() -> Response:
     return response
 
 
+def _refresh_s() -> int:
+    return current_app.extensions["listens"].settings.refresh_s
+
+
+@bp.get("/fragment/listens")
+def listens_fragment() -> Response:
+    """Return the page's listens section alone, for the page's script to update an open page in place.
+
+    It is the home template's main block, so it has the page's markup and
+    escaping exactly (docs/page.md, Live refresh); memoised like the page.
+    """
+    reading, now, items = _read()
+    snapshot = reading.snapshot
+    minute = int(now.timestamp() // 60)
+
+    def render() -> Rendered:
+        tracks = snapshot.tracks[:items] if snapshot is not None else ()
+        template = current_app.jinja_env.get_template("home.html")
+        values = {"reading": reading, "tracks": tracks, "now": now, "State": State, "refresh_s": _refresh_s()}
+        html = "".join(template.blocks["main"](template.new_context(values))).strip()
+        last_modified = snapshot.last_updated if snapshot is not None else None
+        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
+
+    key = (reading.generation, reading.state, minute)
+    return _memoised("fragment", key, render).respond()
+
+
 def static_versions(folder: str | Path) -> dict[str, str]:
     """Return a short content hash of every file under folder, keyed by its path relative to folder."""
     root = Path(folder)
@@ -213,7 +242,7 @@ def versioned_static(filename: str) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    # Per worker process: "home" and "api" -> the last Rendered of each.
+    # Per worker process: "home", "api" and "fragment" -> the last Rendered of each.
     app.extensions["listens_rendered"] = {}
     filters.init_app(app)
     # Hashed once at start-up: a release replaces the files and restarts the workers.

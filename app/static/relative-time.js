@@ -33,7 +33,7 @@
 
   function refresh() {
     var now = serverNow + (Date.now() - loadedAt);
-    var times = document.querySelectorAll("time[data-relative]");
+    var times = document.querySelectorAll("time[datetime]");
     for (var index = 0; index < times.length; index += 1) {
       var moment = Date.parse(times[index].getAttribute("datetime"));
       if (!isNaN(moment)) {

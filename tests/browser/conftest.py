@@ -95,21 +95,25 @@ class Stack:
         return response.json()
 
 
+def start_stack(folder, started: contextlib.ExitStack, **extra_env: str) -> Stack:
+    """Start memcached + fake Last.fm + gunicorn (extra_env added to its settings), stopped by started."""
+    database = folder / "listens.sqlite3"
+    support.add_members(database, MEMBERS)
+    cache = MemcachedProcess().start()
+    started.callback(cache.stop)
+    lastfm = FakeLastfm().start()
+    started.callback(lastfm.stop)
+    env = support.stack_env(cache.address, lastfm.url, database, **extra_env)
+    web = Gunicorn(env).start(folder / "gunicorn.log")
+    started.callback(web.stop)
+    return Stack(cache, lastfm, web, env)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """memcached + fake Last.fm + gunicorn, with the eight members in a fresh database."""
-    folder = tmp_path_factory.mktemp("browser-site")
-    database = folder / "listens.sqlite3"
-    support.add_members(database, MEMBERS)
     with contextlib.ExitStack() as started:
-        cache = MemcachedProcess().start()
-        started.callback(cache.stop)
-        lastfm = FakeLastfm().start()
-        started.callback(lastfm.stop)
-        env = support.stack_env(cache.address, lastfm.url, database)
-        web = Gunicorn(env).start(folder / "gunicorn.log")
-        started.callback(web.stop)
-        yield Stack(cache, lastfm, web, env)
+        yield start_stack(tmp_path_factory.mktemp("browser-site"), started)
 
 
 @pytest.fixture
@@ -143,16 +147,17 @@ def visit(chromium, stack) -> Iterator[Callable[..., Visit]]:
     """Return a function opening a watched page on the site; every context is closed afterwards.
 
     Keyword arguments go to Playwright's new_context (viewport size, color_scheme,
-    reduced_motion, java_script_enabled, bypass_csp...); size is (width, height).
+    reduced_motion, java_script_enabled, bypass_csp...); size is (width, height);
+    on is another Stack than the session's.
     """
     contexts = []
 
-    def new_visit(size: tuple[int, int] = (1280, 800), **options) -> Visit:
+    def new_visit(size: tuple[int, int] = (1280, 800), on: Stack | None = None, **options) -> Visit:
         width, height = size
         context = chromium.new_context(viewport={"width": width, "height": height}, **options)
         contexts.append(context)
         page = context.new_page()
-        watched = Visit(context, page, stack.web.url)
+        watched = Visit(context, page, (on or stack).web.url)
         context.route("**/*", watched.route)
         page.on("console", watched.console)
         page.on("pageerror", lambda error: watched.console_errors.append(f"uncaught: {error}"))

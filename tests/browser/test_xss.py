@@ -112,7 +112,7 @@ def test_xss_corpus_runs_no_script_and_opens_no_dialog(batch, site, visit):
 
     assert found["pwned"] == "undefined"
     assert found["handlers"] == [] and found["foreign"] == []
-    assert [src.split("?")[0] for src in found["scripts"]] == ["/static/relative-time.js"]
+    assert [src.split("?")[0] for src in found["scripts"]] == ["/static/relative-time.js", "/static/refresh.js"]
     assert all(href == "/" or href.startswith("https://www.last.fm/") for href in found["hrefs"]), found["hrefs"]
     assert all(src.startswith((f"https://{IMAGE_HOST}/", "/static/")) for src in found["srcs"]), found["srcs"]
     assert page.page.locator(".listen-list > li").count() == len(MEMBERS)

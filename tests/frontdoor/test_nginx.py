@@ -45,12 +45,13 @@ def test_page_and_api_are_answered_from_the_cache_with_the_apps_cache_control(fr
     assert len([line for line in front.settled_access_lines() if 'path="/"' in line]) == 1
 
 
-def test_query_strings_do_not_bypass_the_page_cache(front):
-    front.get("/")
-    answers = [front.get(f"/?bust={index}") for index in range(5)]
+@pytest.mark.parametrize("path", ["/", "/fragment/listens"])
+def test_query_strings_do_not_bypass_the_page_cache(front, path):
+    front.get(path)
+    answers = [front.get(f"{path}?bust={index}") for index in range(5)]
 
     assert {answer.headers["X-Cache-Status"] for answer in answers} == {"HIT"}
-    assert len([line for line in front.settled_access_lines() if 'path="/"' in line]) == 1
+    assert len([line for line in front.settled_access_lines() if f'path="{path}"' in line]) == 1
 
 
 @pytest.mark.parametrize("path", ["/", API_PATH])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app import create_app
 from app import settings as module
 from app.settings import Settings
 from app.settings import SettingsError
@@ -19,6 +20,7 @@ INTEGER_VARIABLES = (
     "LISTENS_MAX_STALE_SECONDS",
     "LISTENS_ITEMS",
     "LISTENS_CONCURRENCY",
+    "LISTENS_REFRESH_SECONDS",
 )
 FLOAT_VARIABLES = (
     "LISTENS_RATE",
@@ -49,6 +51,7 @@ def test_load_settings_defaults_when_environment_is_empty():
     assert settings.concurrency == 8
     assert settings.rate == 5
     assert settings.deadline_s == 240
+    assert settings.refresh_s == 60
 
 
 def test_load_settings_database_defaults_to_the_instance_folder():
@@ -148,6 +151,9 @@ def test_load_settings_parses_key_prefix(prefix):
         ("LISTENS_ITEMS", "50", "items", 50),
         ("LISTENS_CONCURRENCY", "1", "concurrency", 1),
         ("LISTENS_CONCURRENCY", "64", "concurrency", 64),
+        ("LISTENS_REFRESH_SECONDS", "0", "refresh_s", 0),
+        ("LISTENS_REFRESH_SECONDS", "1", "refresh_s", 1),
+        ("LISTENS_REFRESH_SECONDS", "3600", "refresh_s", 3600),
         ("LISTENS_RATE", "0", "rate", 0.0),
         ("LISTENS_RATE", "2.5", "rate", 2.5),
         ("LISTENS_RATE", "1000", "rate", 1000.0),
@@ -190,6 +196,7 @@ OUT_OF_RANGE_INTEGERS = [
     ("LISTENS_ITEMS", "51"),
     ("LISTENS_CONCURRENCY", "0"),
     ("LISTENS_CONCURRENCY", "65"),
+    ("LISTENS_REFRESH_SECONDS", "3601"),
 ]
 
 BAD_FLOATS = ["abc", "-", "1,5", "nan", "NaN", "inf", "-inf", "-1", "1e9", "5\n6"]
@@ -399,3 +406,14 @@ def test_load_settings_rejects_a_metrics_file_node_exporter_would_not_read(raw):
 
     assert_one_line_naming(error.value, "LISTENS_METRICS_FILE")
     assert ".prom" in str(error.value)
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "1.5", "3601"])
+def test_create_app_stops_with_one_line_when_refresh_seconds_is_invalid(raw, monkeypatch):
+    monkeypatch.setenv("LISTENS_REFRESH_SECONDS", raw)
+
+    with pytest.raises(SettingsError) as caught:
+        create_app()
+
+    assert_one_line_naming(caught.value, "LISTENS_REFRESH_SECONDS")
+    assert "0 to 3600" in str(caught.value)
