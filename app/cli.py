@@ -237,3 +237,17 @@ def listens_purge_legacy() -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(listens)
+
+
+def main() -> None:
+    """The installed `listens` command: this app's Flask CLI, with no --app and from any directory."""
+    from flask.cli import FlaskGroup
+
+    from app import create_app
+
+    group = FlaskGroup(
+        name="listens",
+        create_app=create_app,
+        help="Members, operations and the development server of the listens site (settings from LISTENS_* variables).",
+    )
+    group.main(prog_name="listens")
