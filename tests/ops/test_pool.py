@@ -144,6 +144,16 @@ def test_connect_builds_consistent_hashing_client_that_ejects_failed_servers_whe
     assert single["auto_eject"] == 0 and single["distribution"] == "consistent ketama"
 
 
+def test_pool_spreads_keys_over_every_server(pool):
+    client = cache.connect(servers_of(pool))
+
+    for index in range(60):
+        assert client.set(f"spread:{index}", b"x")
+
+    counts = [memcached_stats(server.address)["curr_items"] for server in pool]
+    assert sum(counts) == 60 and min(counts) > 0, counts
+
+
 LIBMEMCACHED_1_0 = pylibmc.libmemcached_version.startswith("1.0.")
 
 
@@ -203,16 +213,6 @@ def test_libmemcached_hung_server_read_is_a_miss_then_ejected_on_1_0_a_timeout_f
     else:
         # Never ejected: every call costs a time-out (RawClient then goes around the server).
         assert outcomes == ["timeout"] * 4
-
-
-def test_pool_spreads_keys_over_every_server(pool):
-    client = cache.connect(servers_of(pool))
-
-    for index in range(60):
-        assert client.set(f"spread:{index}", b"x")
-
-    counts = [memcached_stats(server.address)["curr_items"] for server in pool]
-    assert sum(counts) == 60 and min(counts) > 0, counts
 
 
 @pytest.mark.parametrize("how", ["stopped", "hung"])
