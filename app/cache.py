@@ -171,6 +171,8 @@ class RawClient(pylibmc.Client):
         an ejection would have moved them (consistent hashing), so the warm
         job writes them and a reader finds them on the same live server.
         """
+        if not self._hung:
+            return None
         now = time.monotonic()
         live = {server: until for server, until in self._hung.items() if until > now}
         if live != self._hung:
