@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast lint bench system-deps clean
+.PHONY: run test test-core test-fast lint bench system-deps clean
 
 run: system-deps $(VENV)/.installed
 	VENV=$(VENV) scripts/dev_run.sh
@@ -15,6 +15,11 @@ test: system-deps $(VENV)/.installed lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The unit, integration and ops tiers only: what .ci/run also runs on a second
+# Python, e.g. make test-core PYTHON=python3.13 VENV=.venv-3.13 (README, Python versions).
+test-core: system-deps $(VENV)/.installed
+	$(PY) -m pytest tests/unit tests/integration tests/ops
 
 # Unit tests only: no processes started.
 test-fast: $(VENV)/.installed

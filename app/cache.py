@@ -13,6 +13,7 @@ without anybody editing the server list (deploy/README.md, "A memcached pool").
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pylibmc
@@ -40,8 +41,10 @@ _BASE_BEHAVIORS = {
 }
 
 # Only for a pool of two or more servers; a single server keeps the behaviours
-# above, where a failure simply raises. Observed with the libmemcached that
-# pylibmc's wheel bundles (tests/ops/test_pool.py pins it down):
+# above, where a failure simply raises. Observed with libmemcached 1.0.16,
+# which pylibmc's wheel bundles (tests/ops/test_pool.py pins it down, and
+# says what differs with the 1.1.x of Debian 12 and 13, which pylibmc is built
+# against where it has no wheel, e.g. Python 3.13):
 # - without these, a stopped server's keys stay on it: every get and every
 #   write of those keys fails until it is back, so a warm run can never move
 #   a pointer that hashed there;
@@ -53,10 +56,19 @@ _BASE_BEHAVIORS = {
 #   it is tried again, so a server that comes back is used again within about
 #   two seconds. dead_timeout=0 would leave it "marked dead" for good, its
 #   keys failing forever, so it must stay above zero.
+# With libmemcached 1.1.x, remove_failed leaves failure_limit at 5, so it is
+# set here; a stopped server is then ejected at its third failed call (two
+# connection failures, then "marked dead"). A hung server's time-outs never
+# eject it there: RawClient routes around it itself (see _detour).
 _POOL_BEHAVIORS = {
     "remove_failed": 1,
+    "failure_limit": 1,
     "dead_timeout": 1,
 }
+
+# A call that timed out on one server of a pool: libmemcached 1.1.x raises
+# this (error 31) and names the server; 1.0.16 returns a miss instead.
+_TIMEOUT_ON_SERVER = re.compile(r"A TIMEOUT OCCURRED.*\bhost: (\S+?:\d+)\b")
 
 # Errors about the request itself: another server would answer the same.
 _REQUEST_ERRORS = (pylibmc.TooBig, pylibmc.BadKeyProvided, pylibmc.NotSupportedError, pylibmc.CacheMiss)
@@ -128,28 +140,70 @@ class RawClient(pylibmc.Client):
 
     def __init__(self, servers, *args, **kwargs) -> None:
         super().__init__(servers, *args, **kwargs)
+        self._behaviors = kwargs.get("behaviors", {})
         # monotonic time of the last failed call, None if none
         self.failed_at: float | None = None
-        # The ring ejects a dead server after two failed calls: the failure
-        # itself, then "marked dead" while it is rebuilt.
-        self._attempts = 1 + 2 * (len(self.addresses) - 1)
+        # The ring ejects a dead server after two failed calls with libmemcached
+        # 1.0.16 (the failure itself, then "marked dead" while it is rebuilt),
+        # after three with 1.1.x (two connection failures, then "marked dead").
+        self._attempts = 1 + 3 * (len(self.addresses) - 1)
+        # Servers that timed out, each with the monotonic time until which
+        # calls go around it, and the client over the others (_detour).
+        self._hung: dict[str, float] = {}
+        self._detour_client: RawClient | None = None
 
     def recently_failed(self) -> bool:
         """Return True while a server that failed may still be out of this client's ring."""
         if self.failed_at is None or len(self.addresses) < 2:
             return False
+        if self._detour() is not None:
+            return True
         # dead_timeout counts whole seconds, so the ejection can last up to a
         # second longer than it says.
         return time.monotonic() - self.failed_at < _POOL_BEHAVIORS["dead_timeout"] + 1
 
+    def _detour(self) -> RawClient | None:
+        """Return a client over the pool minus the servers that timed out lately, None when there are none.
+
+        libmemcached 1.1.x never ejects a server for timing out, so without
+        this every call for a hung server's keys would cost a time-out and
+        fail. A client built over the other servers hashes those keys where
+        an ejection would have moved them (consistent hashing), so the warm
+        job writes them and a reader finds them on the same live server.
+        """
+        if not self._hung:
+            return None
+        now = time.monotonic()
+        live = {server: until for server, until in self._hung.items() if until > now}
+        if live != self._hung:
+            self._hung = live
+            self._detour_client = None
+        if not self._hung:
+            return None
+        if self._detour_client is None:
+            others = [server for server in self.addresses if server not in self._hung]
+            if not others:
+                return None
+            self._detour_client = RawClient(others, binary=False, behaviors=self._behaviors)
+        return self._detour_client
+
+    def _note_timeout(self, error: pylibmc.Error) -> None:
+        match = _TIMEOUT_ON_SERVER.search(str(error))
+        if match is not None and match.group(1) in self.addresses and len(self.addresses) > 1:
+            self._hung[match.group(1)] = time.monotonic() + _POOL_BEHAVIORS["dead_timeout"]
+
     def _call(self, operation, key, *args, **kwargs):
         for attempt in range(1, self._attempts + 1):
+            detour = self._detour()
             try:
+                if detour is not None:
+                    return getattr(pylibmc.Client, operation.__name__)(detour, key, *args, **kwargs)
                 return operation(key, *args, **kwargs)
             except _REQUEST_ERRORS:
                 raise
             except pylibmc.Error as error:
                 self.failed_at = time.monotonic()
+                self._note_timeout(error)
                 if attempt == self._attempts:
                     raise
                 _warn_failover(operation.__name__, key, error, self.addresses)

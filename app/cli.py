@@ -79,7 +79,7 @@ def users_list() -> None:
 
     rows = _members_call(members.list_members)
     if not rows:
-        click.echo("no members; add one with 'flask --app app users add NAME --lastfm LASTFM_NAME'")
+        click.echo("no members; add one with 'listens users add NAME --lastfm LASTFM_NAME'")
         return
     for member in rows:
         track = member.last_track
@@ -208,7 +208,7 @@ def _describe_legacy_keys(client, prefix: str) -> str:
         present = [key for key in legacy_keys(prefix) if cache.confirmed_get(client, key) is not None]
     except cache.CacheUnavailableError as error:
         return f"unknown ({error})"
-    return ", ".join(present) + " (remove with 'flask --app app listens purge-legacy')" if present else "none"
+    return ", ".join(present) + " (remove with 'listens listens purge-legacy')" if present else "none"
 
 
 def _describe_last_run(database) -> str:
@@ -261,3 +261,17 @@ def listens_purge_legacy() -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(listens)
+
+
+def main() -> None:
+    """The installed `listens` command: this app's Flask CLI, with no --app and from any directory."""
+    from flask.cli import FlaskGroup
+
+    from app import create_app
+
+    group = FlaskGroup(
+        name="listens",
+        create_app=create_app,
+        help="Members, operations and the development server of the listens site (settings from LISTENS_* variables).",
+    )
+    group.main(prog_name="listens")

@@ -203,7 +203,7 @@ def validate_lastfm_username(lastfm_username: str) -> str:
 def _find(connection: sqlite3.Connection, username: str) -> sqlite3.Row:
     row = connection.execute("SELECT * FROM members WHERE username = ?", (username,)).fetchone()
     if row is None:
-        raise MembersError(f"no member named {username!r}; see 'flask --app app users list'")
+        raise MembersError(f"no member named {username!r}; see 'listens users list'")
     return row
 
 

@@ -621,3 +621,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         logger.error("%s", error)
         return EXIT_CONFIG
     return run(settings).exit_code
+
+
+def console_main() -> int:
+    """The installed `listens-warm` command (and scripts/warm_listens.py): one run, logged, its exit code."""
+    configure_logging()
+    return main()

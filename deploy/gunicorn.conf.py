@@ -6,8 +6,10 @@ between hosts is an environment variable, not an edit to this file.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import sys
 
 wsgi_app = "app:create_app()"
 
@@ -16,6 +18,27 @@ wsgi_app = "app:create_app()"
 # the symlink moves loads the new release. gunicorn's default is the resolved
 # working directory, which would keep serving the old release.
 chdir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def post_fork(server, worker):
+    """Import the app from the current release's own virtualenv (deploy/install.sh).
+
+    The arbiter runs the interpreter of the release it was started from, and a
+    HUP forks the new workers from it. So each worker puts the site-packages of
+    the release /opt/listens/app points at now first on its path, before it
+    imports the app: the new code with the dependencies that release pinned.
+    From a checkout there is no venv/ beside deploy/, and nothing changes.
+    """
+    release = os.path.realpath(chdir)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = os.path.join(release, "venv", "lib", version, "site-packages")
+    if os.path.isdir(site):
+        if site not in sys.path:
+            sys.path.insert(0, site)
+            importlib.invalidate_caches()
+    elif os.path.isdir(os.path.join(release, "venv")):
+        server.log.warning("%s/venv has no %s; restart listens-web to run its interpreter", release, version)
+
 
 # Loopback only: nginx in front terminates TLS and talks to us here. Set
 # explicitly, because gunicorn's default turns into 0.0.0.0:$PORT when a PORT
@@ -63,6 +86,10 @@ def _load_logs():
     modules after a HUP; the workers import the app themselves.
     """
     path = os.path.join(chdir, "app", "logs.py")
+    if not os.path.exists(path):
+        # An installed release: the package is in its virtualenv, not beside
+        # deploy/. find_spec of a top-level package locates it without importing it.
+        path = os.path.join(importlib.util.find_spec("app").submodule_search_locations[0], "logs.py")
     spec = importlib.util.spec_from_file_location("listens_logs", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

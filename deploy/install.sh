@@ -6,10 +6,12 @@
 #
 # What it does, every step safe to repeat:
 #   - creates the system user "listens" (no shell, no login) if it is missing;
-#   - copies the code into /opt/listens/releases/VERSION (root-owned; the
-#     services only read it) and compiles its bytecode, which the services
-#     cannot write under ProtectSystem=strict;
-#   - creates /opt/listens/venv if missing and installs requirements.txt;
+#   - creates /opt/listens/releases/VERSION (root-owned; the services only
+#     read it) with the deployment files (deploy/, docs/, requirements.txt),
+#     builds the package's wheel from the checkout into its dist/, and
+#     installs that wheel with the pinned requirements.txt into the release's
+#     own virtualenv, VERSION/venv; then compiles its bytecode, which the
+#     services cannot write under ProtectSystem=strict;
 #   - switches /opt/listens/app to the new release with one atomic rename,
 #     and points /opt/listens/previous at the release it replaced;
 #   - installs the units into /etc/systemd/system, and /etc/listens/listens.env
@@ -24,11 +26,12 @@
 #                     written under it, the user is added to $DESTDIR/etc/passwd
 #                     with `useradd --prefix` (as root; otherwise only printed),
 #                     and systemctl is never run. CI checks the units this way.
-#   PREFIX            where the code and venv go (default /opt/listens); the
-#                     units are rewritten to match.
-#   PYTHON            the interpreter the venv is built from (default python3).
+#   PREFIX            where the releases go (default /opt/listens); the units
+#                     are rewritten to match.
+#   PYTHON            the interpreter a release's venv is built from (default python3).
 #   PIP_INSTALL_ARGS  extra pip arguments, e.g. "--no-index --find-links /srv/wheels"
-#                     on a host without access to PyPI.
+#                     on a host without access to PyPI (the wheels of
+#                     requirements.txt and of setuptools, which builds ours).
 #   NGINX_SERVER_NAME the site's host name(s) for nginx, e.g. "listens.example.org";
 #                     needed the first time, then read from the installed site.
 #   NGINX_SITE        listens (HTTP) or listens-tls (HTTPS, with certbot's
@@ -42,13 +45,18 @@
 # `nginx -t` checks the result, and nginx is reloaded only if it passed. If
 # it fails, the previous nginx configuration is put back and the script
 # exits 1 saying why; nginx itself is never left with a broken configuration.
+#
+# --rollback switches the symlinks back and installs the old release's units;
+# it runs no pip: every release keeps its own virtualenv.
 set -euo pipefail
 umask 022
 
 readonly SERVICE_USER=listens
 readonly DEFAULT_PREFIX=/opt/listens
-# What a release needs at run time; never the checkout's .venv, instance/ or .git.
-readonly RELEASE_CONTENT=(app scripts deploy docs requirements.txt README.md)
+# What a release carries beside its venv; never the checkout's .venv, instance/ or .git.
+readonly RELEASE_CONTENT=(deploy docs requirements.txt README.md)
+# What the wheel is built from.
+readonly BUILD_CONTENT=(app setup.cfg pyproject.toml requirements.txt README.md)
 
 usage() {
     # The comment block at the top of this file.
@@ -126,14 +134,15 @@ TOP="$DESTDIR$PREFIX"
 RELEASES="$TOP/releases"
 APP="$TOP/app"
 PREVIOUS="$TOP/previous"
-VENV="$TOP/venv"
 ETC="$DESTDIR/etc/listens"
 UNIT_DIR="$DESTDIR/etc/systemd/system"
 STATE="$DESTDIR/var/lib/listens"
 USER_ID=""
 GROUP_ID=""
 STAGE=""
-trap 'if [ -n "$STAGE" ]; then rm -rf "$STAGE"; fi' EXIT
+# A release whose venv or wheel failed to install is removed, never left half-built.
+PARTIAL=""
+trap 'if [ -n "$STAGE" ]; then rm -rf "$STAGE"; fi; if [ -n "$PARTIAL" ]; then rm -rf "$PARTIAL"; fi' EXIT
 
 if [ -n "$DESTDIR" ]; then
     log "DESTDIR=$DESTDIR: installing into a staging root; nothing outside it is changed and systemctl is not run"
@@ -184,12 +193,30 @@ source_commit() {
     git -c "safe.directory=$SOURCE" -C "$SOURCE" rev-parse HEAD 2>/dev/null || echo unknown
 }
 
-# Copy the release into place; an existing release of that name is kept when
+# A digest of what the wheel is built from, so an unchanged release is
+# recognised without building it again (wheels are not byte-reproducible).
+source_digest() {
+    local item
+    for item in "${BUILD_CONTENT[@]}"; do
+        if [ -e "$SOURCE/$item" ]; then
+            find "$SOURCE/$item" -name __pycache__ -prune -o -type f -print
+        fi
+    done | LC_ALL=C sort | while IFS= read -r file; do
+        printf '%s  %s\n' "$(sha256sum <"$file" | cut -d' ' -f1)" "${file#"$SOURCE"/}"
+    done | sha256sum | cut -d' ' -f1
+}
+
+# Put the release into place: the deployment files, then (install_venv) the
+# wheel and its venv. An existing release of that name is kept when
 # identical, replaced when it is not the current one, and never touched when
-# it is (the services run it).
+# it is (the services run it). Sets RELEASE_NEW=1 when a venv is to be built.
+RELEASE_NEW=0
 install_release() {
     local target="$RELEASES/$VERSION" current item
     current=$(readlink "$APP" 2>/dev/null || true)
+    if [ ! -f "$SOURCE/setup.cfg" ] || [ ! -f "$SOURCE/app/__init__.py" ] || [ ! -f "$SOURCE/requirements.txt" ]; then
+        die "$SOURCE is not a listens checkout (no app/__init__.py, setup.cfg or requirements.txt)"
+    fi
     STAGE="$RELEASES/.staging.$VERSION.$$"
     mkdir "$STAGE"
     for item in "${RELEASE_CONTENT[@]}"; do
@@ -197,14 +224,12 @@ install_release() {
             cp -R "$SOURCE/$item" "$STAGE/"
         fi
     done
-    if [ ! -f "$STAGE/requirements.txt" ] || [ ! -f "$STAGE/app/__init__.py" ]; then
-        die "$SOURCE is not a listens checkout (no app/__init__.py or requirements.txt)"
-    fi
     find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
     chmod -R u=rwX,go=rX "$STAGE"
-    printf 'version=%s\ncommit=%s\n' "$VERSION" "$(source_commit)" >"$STAGE/RELEASE"
+    printf 'version=%s\ncommit=%s\nsource=%s\n' "$VERSION" "$(source_commit)" "$(source_digest)" >"$STAGE/RELEASE"
     if [ -d "$target" ]; then
-        if diff -r -q -x __pycache__ "$STAGE" "$target" >/dev/null; then
+        if [ -x "$target/venv/bin/listens-warm" ] \
+            && diff -r -q -x __pycache__ -x venv -x dist "$STAGE" "$target" >/dev/null; then
             log "release $VERSION is already installed and unchanged"
             rm -rf "$STAGE"
             STAGE=""
@@ -217,21 +242,39 @@ install_release() {
     fi
     run mv "$STAGE" "$target"
     STAGE=""
+    RELEASE_NEW=1
 }
 
-install_requirements() {
-    local release=$1
-    if [ ! -x "$VENV/bin/python" ]; then
-        "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
-            || die "$PYTHON cannot create a virtualenv: apt-get install python3-venv (or set PYTHON)"
-        run "$PYTHON" -m venv "$VENV"
-    fi
-    run "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet "${PIP_ARGS[@]}" \
-        -r "$release/requirements.txt"
+# Build the wheel from a copy of the checkout (the build writes build/ and
+# *.egg-info next to its sources) and install it, with the exact pinned
+# requirements, into the release's own venv. The venv is created in its final
+# place: a virtualenv cannot be moved.
+install_venv() {
+    local release=$1 build wheels item
+    PARTIAL=$release
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
+        || die "$PYTHON cannot create a virtualenv: apt-get install python3-venv (or set PYTHON)"
+    run "$PYTHON" -m venv "$release/venv"
+    build=$(mktemp -d "$RELEASES/.build.XXXXXX")
+    STAGE=$build
+    for item in "${BUILD_CONTENT[@]}"; do
+        cp -R "$SOURCE/$item" "$build/"
+    done
+    find "$build" -name __pycache__ -prune -exec rm -rf {} +
+    local pip=("$release/venv/bin/python" -m pip --disable-pip-version-check --no-input --quiet)
+    run "${pip[@]}" wheel --no-deps "${PIP_ARGS[@]}" --wheel-dir "$release/dist" "$build"
+    rm -rf "$build"
+    STAGE=""
+    wheels=("$release"/dist/*.whl)
+    [ ${#wheels[@]} -eq 1 ] && [ -f "${wheels[0]}" ] || die "expected one wheel in $release/dist, found: ${wheels[*]}"
+    run "${pip[@]}" install "${PIP_ARGS[@]}" -r "$release/requirements.txt" "${wheels[0]}"
+    chmod -R u=rwX,go=rX "$release/dist"
+    PARTIAL=""
 }
 
 compile_release() {
-    local release=$1 compile=("$VENV/bin/python" -m compileall -q)
+    local release=$1
+    local compile=("$release/venv/bin/python" -m compileall -q)
     # Record the paths the code will have on the target, not the staging root's.
     if [ -n "$DESTDIR" ]; then
         compile+=(-s "$DESTDIR" -p /)
@@ -480,11 +523,11 @@ if [ $ROLLBACK -eq 1 ]; then
     [ -z "$VERSION" ] || die "--rollback goes back to $PREVIOUS; it takes no --version"
     back=$(readlink "$PREVIOUS" 2>/dev/null) || die "no previous release recorded ($PREVIOUS is missing)"
     [ -d "$TOP/$back" ] || die "the previous release $TOP/$back is gone"
-    [ -x "$VENV/bin/python" ] || die "no virtualenv at $VENV; install first"
+    # Each release has its own venv, so going back runs no pip and needs no network.
+    [ -x "$TOP/$back/venv/bin/listens-warm" ] \
+        || die "$TOP/$back has no virtualenv with listens-warm (installed before releases had their own); install it again with --version"
     left=$(readlink "$APP")
     switch_to "$back"
-    # One venv serves every release: put back the versions this one pinned.
-    install_requirements "$TOP/$back"
     install_units "$TOP/$back"
     reload_units
     log ""
@@ -505,8 +548,10 @@ before=$(readlink "$APP" 2>/dev/null || true)
 log "installing listens $VERSION from $SOURCE into $TOP"
 ensure_user
 install_release
-install_requirements "$RELEASES/$VERSION"
-compile_release "$RELEASES/$VERSION"
+if [ $RELEASE_NEW -eq 1 ]; then
+    install_venv "$RELEASES/$VERSION"
+    compile_release "$RELEASES/$VERSION"
+fi
 switch_to "releases/$VERSION"
 install_units "$RELEASES/$VERSION"
 install_settings "$RELEASES/$VERSION"

@@ -10,11 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run from a checkout or an install without needing the package installed.
+# Run from a checkout without the package installed; installed, `listens-warm` is the same.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import warm  # noqa: E402
 
 if __name__ == "__main__":
-    warm.configure_logging()
-    sys.exit(warm.main())
+    sys.exit(warm.console_main())

@@ -23,9 +23,8 @@ UNITS = ("listens-web.service", "listens-warm.service", "listens-warm.timer", "l
 OS_PROGRAMS = ("usr/bin/kill", "usr/bin/logger")
 # What install.sh puts under /opt/listens that the units run.
 APP_PROGRAMS = (
-    "opt/listens/venv/bin/gunicorn",
-    "opt/listens/venv/bin/python",
-    "opt/listens/app/scripts/warm_listens.py",
+    "opt/listens/app/venv/bin/gunicorn",
+    "opt/listens/app/venv/bin/listens-warm",
 )
 MAX_EXPOSURE = 2.0
 

@@ -196,7 +196,7 @@ def test_status_reports_legacy_keys_and_purge_legacy_deletes_only_them(runner, m
 
     assert before.exit_code == 0, before.output
     assert status_fields(before.stdout)["legacy keys"] == (
-        f"{PREFIX}:recent, {PREFIX}:v2:recent (remove with 'flask --app app listens purge-legacy')"
+        f"{PREFIX}:recent, {PREFIX}:v2:recent (remove with 'listens listens purge-legacy')"
     )
     assert purge.exit_code == 0 and purge.stdout.strip() == f"deleted {PREFIX}:recent, {PREFIX}:v2:recent"
     assert again.exit_code == 0 and again.stdout.strip() == "no legacy keys found"

@@ -1,11 +1,12 @@
 """deploy/install.sh into a throwaway root (DESTDIR): install, re-run, upgrade, rollback, and what it produced.
 
 The script runs for real: it creates the user with `useradd --prefix` in the
-root's own /etc/passwd, a real virtualenv, and installs requirements.txt with
-pip, offline, from wheels rebuilt from this interpreter's packages
-(tests/ops/wheelhouse.py). Then systemd-analyze checks the installed units
-against the installed programs, and the installed code runs: the warm script,
-the flask CLI and gunicorn, reloaded with HUP across a rollback.
+root's own /etc/passwd, builds the package's wheel and installs it with
+requirements.txt into a real virtualenv per release with pip, offline, from
+wheels rebuilt from this interpreter's packages (tests/ops/wheelhouse.py).
+Then systemd-analyze checks the installed units against the installed
+programs, and the installed commands run: listens-warm, listens and gunicorn,
+reloaded with HUP across a rollback that runs no pip.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 import requests
 
 from tests.ops import analyze
+from tests.ops.wheelhouse import add_build_backend
 from tests.ops.wheelhouse import build_wheelhouse
 from tests.support import REPO
 from tests.support import TEST_API_KEY
@@ -52,7 +54,8 @@ class Installation:
 
     @property
     def venv(self) -> Path:
-        return self.top / "venv"
+        """The current release's virtualenv, through the app symlink, as the units name it."""
+        return self.app / "venv"
 
     @property
     def app(self) -> Path:
@@ -72,13 +75,13 @@ def copy_checkout(target: Path) -> Path:
     for name in ("app", "scripts", "deploy", "docs"):
         if (REPO / name).exists():
             shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("requirements.txt", "README.md"):
+    for name in ("requirements.txt", "README.md", "setup.cfg", "pyproject.toml"):
         shutil.copyfile(REPO / name, target / name)
     return target
 
 
-def install(root: Path, wheels: Path, checkout: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """Run checkout's deploy/install.sh with arguments into the staging root."""
+def install(root: Path, wheels: Path | str, checkout: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """Run checkout's deploy/install.sh with arguments into the staging root; pip sees only wheels."""
     # pip sees only the wheelhouse: no index, no machine-wide pip configuration.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
     env.update(
@@ -103,7 +106,7 @@ def passwd_entry(root: Path, name: str) -> list[str] | None:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
-    return build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels"))
+    return add_build_backend(build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels")))
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +152,27 @@ def test_install_switches_app_and_keeps_the_previous_release(installation):
     assert (releases / SECOND / "RELEASE").read_text().startswith(f"version={SECOND}\n")
 
 
-def test_release_holds_the_code_compiled_and_nothing_local(installation):
-    release = installation.top / "releases" / SECOND
+def site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
-    code = ("app/__init__.py", "scripts/warm_listens.py", "deploy/gunicorn.conf.py", "deploy/install.sh")
-    for name in (*code, "requirements.txt"):
+
+def test_each_release_has_its_own_venv_with_the_wheel_compiled_and_nothing_local(installation):
+    releases = installation.top / "releases"
+    release = releases / SECOND
+
+    for name in ("deploy/gunicorn.conf.py", "deploy/install.sh", "requirements.txt", "venv/bin/listens"):
         assert (release / name).is_file(), name
-    for name in (".venv", ".git", "instance", "tests"):
+    # The code is the wheel's, installed in the venv; no source tree beside it.
+    for name in (".venv", ".git", "instance", "tests", "app", "scripts"):
         assert not (release / name).exists(), name
+    assert [wheel.name for wheel in (release / "dist").iterdir()] == ["listens-1.0.0-py3-none-any.whl"]
     tag = sys.implementation.cache_tag
-    assert (release / "app" / "__pycache__" / f"reader.{tag}.pyc").is_file()
-    assert (release / "scripts" / "__pycache__" / f"warm_listens.{tag}.pyc").is_file()
-    assert not any(path.stat().st_mode & stat.S_IWOTH for path in release.rglob("*"))
+    assert (site_packages(release / "venv") / "app" / "__pycache__" / f"reader.{tag}.pyc").is_file()
+    assert (site_packages(release / "venv") / "app" / "templates" / "home.html").is_file()
+    for version in (FIRST, SECOND):
+        assert (releases / version / "venv" / "bin" / "listens-warm").is_file(), version
+    assert not (installation.top / "venv").exists()
+    assert not any(path.stat().st_mode & stat.S_IWOTH for path in release.rglob("*") if not path.is_symlink())
 
 
 def test_install_keeps_the_settings_file_and_its_mode(installation):
@@ -222,7 +234,7 @@ def test_installed_units_verify_against_the_installed_programs(installation):
     result = analyze.verify(installation.root, *analyze.UNITS)
 
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
-    for program in ("opt/listens/venv/bin/gunicorn", "opt/listens/app/scripts/warm_listens.py"):
+    for program in analyze.APP_PROGRAMS:
         assert (installation.root / program).stat().st_size > 0, f"{program} is a stand-in, not installed"
     for unit in ("listens-web.service", "listens-warm.service"):
         exposure, process = analyze.security(installation.root, unit)
@@ -230,9 +242,10 @@ def test_installed_units_verify_against_the_installed_programs(installation):
 
 
 def run_installed(installation: Installation, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    """Run one of the installed commands as the units do, from another directory (HOME)."""
     return subprocess.run(
         [str(installation.venv / "bin" / command[0]), *command[1:]],
-        cwd=installation.app,
+        cwd=env["HOME"],
         env=service_env(env),
         capture_output=True,
         text=True,
@@ -264,6 +277,21 @@ def serving_release(pid: int) -> set[str]:
     return releases
 
 
+def importing_from(pid: int) -> set[str]:
+    """Return the releases whose venv the arbiter's workers loaded C extensions from (markupsafe's, via Flask)."""
+    releases = set()
+    for worker in workers_of(pid):
+        try:
+            maps = Path(f"/proc/{worker}/maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            path = line.split(maxsplit=5)[-1]
+            if "/releases/" in path and "/venv/" in path and path.endswith(".so"):
+                releases.add(path.split("/releases/", 1)[1].split("/", 1)[0])
+    return releases
+
+
 def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(installation, wheels, memcached, tmp_path):
     lastfm = FakeLastfm().start()
     port = free_port()
@@ -280,11 +308,11 @@ def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(insta
     log = open(tmp_path / "gunicorn.log", "wb")
     web = None
     try:
-        added = run_installed(installation, env, "flask", "--app", "app", "users", "add", "alice", "--lastfm", "alice")
+        added = run_installed(installation, env, "listens", "users", "add", "alice", "--lastfm", "alice")
         assert added.returncode == 0, added.stderr
-        warm = run_installed(installation, env, "python", str(installation.app / "scripts" / "warm_listens.py"))
+        warm = run_installed(installation, env, "listens-warm")
         assert warm.returncode == 0 and "outcome=published" in warm.stderr, warm.stderr
-        status = run_installed(installation, env, "flask", "--app", "app", "listens", "status")
+        status = run_installed(installation, env, "listens", "listens", "status")
         assert status.returncode == 0 and "state:        fresh" in status.stdout, status.stdout + status.stderr
 
         web = subprocess.Popen(
@@ -305,11 +333,14 @@ def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(insta
             "installed gunicorn",
         )
         wait_until(lambda: serving_release(web.pid) == {SECOND}, 10, f"workers in {SECOND}")
+        assert importing_from(web.pid) == {SECOND}
 
         for target, current in ((FIRST, SECOND), (SECOND, FIRST)):
-            # Run as the README says: the installed release's own copy of the script.
-            rollback = install(installation.root, wheels, installation.app, "--rollback")
+            # Run as the README says: the installed release's own copy of the script. No network,
+            # no wheels: pip could install nothing, and the rollback must not need it.
+            rollback = install(installation.root, tmp_path / "no-wheels", installation.app, "--rollback")
             assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+            assert not any("pip" in line for line in rollback.stdout.splitlines() if line.startswith("+ "))
             assert os.readlink(installation.app) == f"releases/{target}"
             assert os.readlink(installation.top / "previous") == f"releases/{current}"
             # systemctl reload listens-web: HUP to the arbiter, workers replaced gracefully.
@@ -317,7 +348,8 @@ def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(insta
 
             def moved():
                 assert requests.get(url, timeout=2).status_code == 200
-                return serving_release(web.pid) == {target}  # noqa: B023 (waited on within this iteration)
+                # The new workers import from the target release's own venv, not the arbiter's.
+                return serving_release(web.pid) == {target} == importing_from(web.pid)  # noqa: B023
 
             wait_until(moved, 30, f"workers in {target} after HUP")
     finally:

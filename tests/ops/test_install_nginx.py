@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.ops import analyze
+from tests.ops.test_install import copy_checkout
+from tests.ops.wheelhouse import add_build_backend
 from tests.ops.wheelhouse import build_wheelhouse
 from tests.support import NGINX_SITE
 from tests.support import REPO
@@ -92,17 +94,12 @@ def rendered(site: Path, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
-    return build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels"))
+    return add_build_backend(build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels")))
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("checkout")
-    for name in ("app", "scripts", "deploy", "docs"):
-        shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("requirements.txt", "README.md"):
-        shutil.copyfile(REPO / name, target / name)
-    return target
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,17 @@
 
 The web side reads through app.reader and the write side publishes through
 the warm job, both with clients from app.cache, exactly as deployed.
+
+Two libmemcached versions are in use: 1.0.16, bundled in pylibmc's wheels
+(Python 3.11), and 1.1.x, which pip builds pylibmc against where there is no
+wheel (Debian's libmemcached-dev, e.g. for Python 3.13). What differs is
+pinned down by the tests marked "libmemcached 1.0 / 1.1" below:
+- remove_failed sets failure_limit to 1 on 1.0 only (app.cache sets it);
+- a stopped server is ejected at its second failed call on 1.0, its third on 1.1;
+- a hung server's read times out into a plain miss on 1.0, and the server is
+  ejected; on 1.1 it raises a time-out naming the server, and the server is
+  never ejected (app.cache routes around it).
+Every other test holds for both.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import subprocess
 import sys
 import time
 
+import pylibmc
 import pytest
 import requests
 
@@ -140,6 +152,67 @@ def test_pool_spreads_keys_over_every_server(pool):
 
     counts = [memcached_stats(server.address)["curr_items"] for server in pool]
     assert sum(counts) == 60 and min(counts) > 0, counts
+
+
+LIBMEMCACHED_1_0 = pylibmc.libmemcached_version.startswith("1.0.")
+
+
+def raw_client(pool) -> pylibmc.Client:
+    """A plain pylibmc client with app.cache's pool behaviours, without RawClient's failover."""
+    return pylibmc.Client(list(servers_of(pool)), behaviors=cache.connect(servers_of(pool)).behaviors)
+
+
+def raw_outcome(call) -> str:
+    try:
+        value = call()
+    except pylibmc.Error as error:
+        return "timeout" if "TIMEOUT" in str(error) else type(error).__name__
+    return "miss" if value is None else "value"
+
+
+def test_libmemcached_remove_failed_alone_sets_failure_limit_1_on_1_0_only():
+    client = pylibmc.Client(["127.0.0.1:1", "127.0.0.1:2"], behaviors={"remove_failed": 1})
+
+    # libmemcached 1.0: 1; 1.1: the default, 5, so app.cache sets failure_limit itself.
+    assert client.behaviors["failure_limit"] == (1 if LIBMEMCACHED_1_0 else 5)
+
+
+def test_libmemcached_ejects_a_stopped_server_after_two_failed_calls_on_1_0_three_on_1_1(pool):
+    client = raw_client(pool)
+    where = keys_by_holder(pool, client)
+    victim = where["key:0"]
+
+    victim.stop()
+    outcomes = []
+    while len(outcomes) < 6 and (not outcomes or outcomes[-1] != "True"):
+        try:
+            outcomes.append(str(client.set("key:0", b"moved")))
+        except pylibmc.Error as error:
+            outcomes.append(type(error).__name__)
+
+    expected = ["ConnectionError", "ServerDead", "True"]
+    if not LIBMEMCACHED_1_0:
+        expected = ["ConnectionError", "ConnectionError", "ServerDead", "True"]
+    assert outcomes == expected
+
+
+def test_libmemcached_hung_server_read_is_a_miss_then_ejected_on_1_0_a_timeout_for_good_on_1_1(pool):
+    client = raw_client(pool)
+    where = keys_by_holder(pool, client)
+    victim = where["key:0"]
+
+    victim.pause()
+    try:
+        outcomes = [raw_outcome(lambda: client.get("key:0")) for _attempt in range(4)]
+    finally:
+        victim.resume()
+
+    if LIBMEMCACHED_1_0:
+        # The time-out reads as a miss (RawClient asks again), then the server is out of the ring.
+        assert outcomes == ["miss", "ServerDead", "miss", "miss"]
+    else:
+        # Never ejected: every call costs a time-out (RawClient then goes around the server).
+        assert outcomes == ["timeout"] * 4
 
 
 @pytest.mark.parametrize("how", ["stopped", "hung"])

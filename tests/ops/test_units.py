@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import re
 import subprocess
 from datetime import datetime
@@ -112,9 +113,7 @@ def test_warm_service_is_a_oneshot_that_times_out_after_the_run_deadline(units):
 
     assert analyze.value(warm, "Service", "Type") == "oneshot"
     assert analyze.seconds(analyze.value(warm, "Service", "TimeoutStartSec")) > max(deadline_s, Settings().deadline_s)
-    assert analyze.value(warm, "Service", "ExecStart") == (
-        "/opt/listens/venv/bin/python /opt/listens/app/scripts/warm_listens.py"
-    )
+    assert analyze.value(warm, "Service", "ExecStart") == "/opt/listens/app/venv/bin/listens-warm"
     assert analyze.values(warm, "Service", "SuccessExitStatus") == []
 
 
@@ -123,7 +122,7 @@ def test_web_service_is_gunicorn_with_the_deploy_config_and_reloads_gracefully(u
 
     assert analyze.value(web, "Service", "Type") == "notify"
     assert analyze.value(web, "Service", "ExecStart") == (
-        "/opt/listens/venv/bin/gunicorn --config /opt/listens/app/deploy/gunicorn.conf.py"
+        "/opt/listens/app/venv/bin/gunicorn --config /opt/listens/app/deploy/gunicorn.conf.py"
     )
     assert analyze.value(web, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert analyze.value(web, "Service", "KillMode") == "mixed"
@@ -182,7 +181,23 @@ def test_units_name_files_that_exist_in_the_release(units):
 
     assert named
     for name, key, path in named:
-        assert (REPO / path[len(APP_PREFIX) :]).exists(), f"{name} {key}= names {path}, not in the repository"
+        relative = path[len(APP_PREFIX) :]
+        if relative.startswith("venv/bin/"):
+            # The release's venv (deploy/install.sh): our console scripts, or a pinned requirement's.
+            program = relative.removeprefix("venv/bin/")
+            assert program in installed_programs(), f"{name} {key}= names {path}, which pip install . does not give"
+        else:
+            assert (REPO / relative).exists(), f"{name} {key}= names {path}, not in the repository"
+
+
+def installed_programs() -> set[str]:
+    """The console scripts setup.cfg declares, and gunicorn's, from the pinned requirements."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    scripts = config["options.entry_points"]["console_scripts"].split("\n")
+    pinned = {line.split("==")[0] for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert "gunicorn" in pinned
+    return {line.split("=")[0].strip() for line in scripts if line.strip()} | {"gunicorn"}
 
 
 def test_every_service_alerts_on_failure_and_stops_in_bounded_time(units):

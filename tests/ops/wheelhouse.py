@@ -53,11 +53,13 @@ def repack(distribution: importlib.metadata.Distribution, target: Path) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for file in distribution.files:
             text = file.as_posix()
-            if ".dist-info/" in text and file.name == "RECORD":
+            # The distribution's own metadata, not a vendored copy's (setuptools/_vendor/*.dist-info).
+            own_metadata = len(file.parts) == 2 and file.parts[0].endswith(".dist-info")
+            if own_metadata and file.name == "RECORD":
                 record_name = text
             # Console scripts live outside site-packages (../../../bin); pip
             # writes them again from entry_points.txt.
-            install_only = ".dist-info/" in text and file.name in _INSTALL_ONLY
+            install_only = own_metadata and file.name in _INSTALL_ONLY
             if text.startswith("..") or "__pycache__" in file.parts or install_only:
                 continue
             data = Path(distribution.locate_file(file)).read_bytes()
@@ -67,3 +69,9 @@ def repack(distribution: importlib.metadata.Distribution, target: Path) -> Path:
         assert record_name is not None, f"{distribution.metadata['Name']} has no RECORD"
         archive.writestr(record_name, "\n".join([*lines, f"{record_name},,"]) + "\n")
     return path
+
+
+def add_build_backend(target: Path) -> Path:
+    """Add the setuptools that pyproject.toml builds with, so `pip install .` and wheel builds run offline too."""
+    repack(importlib.metadata.distribution("setuptools"), target)
+    return target

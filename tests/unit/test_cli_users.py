@@ -69,7 +69,7 @@ def test_users_add_stores_the_member(runner, settings):
 
 
 def test_users_list_says_how_to_add_when_empty(runner):
-    assert users_list(runner) == "no members; add one with 'flask --app app users add NAME --lastfm LASTFM_NAME'\n"
+    assert users_list(runner) == "no members; add one with 'listens users add NAME --lastfm LASTFM_NAME'\n"
 
 
 def test_users_list_shows_each_member_on_one_line(populated):
