@@ -38,6 +38,19 @@ bp = Blueprint("listens", __name__)
 # snapshot changes at most every few minutes.
 PUBLIC_CACHE = "public, max-age=15, stale-while-revalidate=30"
 
+# Stale-if-error (README, "Stale-if-error"): a page shown from a worker's
+# memory while memcached is unreachable is kept by shared caches only briefly,
+# as `unavailable` ones are, so recovery shows at once.
+UNREACHABLE_CACHE = "public, max-age=5"
+
+
+def cache_control(reading: Reading) -> str:
+    """Return the Cache-Control of a page or API answer showing reading."""
+    if not reading.reachable or reading.state is State.UNAVAILABLE:
+        return UNREACHABLE_CACHE
+    return PUBLIC_CACHE
+
+
 # A static URL carries its file's content hash (?v=), so a new release gets
 # new URLs and browsers may keep what they fetched for a year.
 STATIC_CACHE = "public, max-age=31536000, immutable"
@@ -73,11 +86,18 @@ class Rendered:
 
     __slots__ = ("key", "body", "etag", "headers")
 
-    def __init__(self, key: tuple, body: bytes, mimetype: str, last_modified: datetime | None) -> None:
+    def __init__(
+        self,
+        key: tuple,
+        body: bytes,
+        mimetype: str,
+        last_modified: datetime | None,
+        cache_control: str = PUBLIC_CACHE,
+    ) -> None:
         self.key = key
         self.body = body
         self.etag = hashlib.sha256(body).hexdigest()[:20]
-        headers = [("Content-Type", mimetype), ("Cache-Control", PUBLIC_CACHE), ("ETag", f'"{self.etag}"')]
+        headers = [("Content-Type", mimetype), ("Cache-Control", cache_control), ("ETag", f'"{self.etag}"')]
         if last_modified is not None:
             headers.append(("Last-Modified", http_date(last_modified)))
         # Security headers here too, so errors.add_security_headers has nothing to add.
@@ -122,9 +142,9 @@ def home() -> Response:
         tracks = snapshot.tracks[:items] if snapshot is not None else ()
         html = render_template("home.html", reading=reading, tracks=tracks, now=now, State=State)
         last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified)
+        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
-    key = (reading.generation, reading.state, minute)
+    key = (reading.generation, reading.state, reading.reachable, minute)
     return _memoised("home", key, render).respond()
 
 
@@ -141,13 +161,16 @@ def user_listens() -> Response:
             "generation": reading.generation,
             "version": SCHEMA_VERSION,
             "cached": snapshot is not None,
+            "reachable": reading.reachable,
         }
         last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, json.dumps(body).encode("utf-8"), "application/json", last_modified)
+        return Rendered(
+            key, json.dumps(body).encode("utf-8"), "application/json", last_modified, cache_control(reading)
+        )
 
     # The generation and its tracks come from one snapshot object, so they
     # always belong together.
-    key = (reading.generation, reading.state)
+    key = (reading.generation, reading.state, reading.reachable)
     return _memoised("api", key, render).respond()
 
 
@@ -162,9 +185,10 @@ def healthz() -> Response:
         lastUpdated=format_time(snapshot.last_updated) if snapshot is not None else None,
         snapshotAgeSeconds=round(reading.age_s) if reading.age_s is not None else None,
     )
-    # Monitoring and load balancers read the status: only a page that cannot
-    # show data is unhealthy.
-    response.status_code = 503 if reading.state is State.UNAVAILABLE else 200
+    # Monitoring and load balancers read the status: a page that cannot show
+    # data is unhealthy, and so is memcached out of reach even while this
+    # worker still shows the last snapshot it read (stale-if-error).
+    response.status_code = 503 if reading.state is State.UNAVAILABLE or not reading.reachable else 200
     response.headers["Cache-Control"] = "no-store"
     return response
 
