@@ -96,6 +96,7 @@ class SnapshotReader:
         # The newest snapshot this reader has shown: it never shows an older
         # one, and shows this one while memcached cannot be reached.
         self._newest: Snapshot | None = None
+        self._newest_lock = threading.Lock()
         self._warned: dict[tuple[str, str], float] = {}
 
     def _client(self):
@@ -200,10 +201,12 @@ class SnapshotReader:
 
     def _monotonic(self, generation: int, snapshot: Snapshot | None = None) -> Snapshot:
         """Return snapshot (of generation), or the newer one already shown: a reader never goes back in time."""
-        newest = self._newest
-        if newest is None or (snapshot is not None and generation > newest.generation):
-            self._newest = snapshot
-            return snapshot
+        with self._newest_lock:
+            # Compared and replaced under a lock: two threads must not put an older one back.
+            newest = self._newest
+            if newest is None or (snapshot is not None and generation > newest.generation):
+                self._newest = snapshot
+                return snapshot
         if generation < newest.generation:
             # A memcached server that rejoined with old data holds an old
             # pointer until the next warm run moves it forward.

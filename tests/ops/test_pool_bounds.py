@@ -108,7 +108,8 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
 ):
     settings = dataclasses.replace(settings, memcached_servers=servers_of(pool), lastfm_url=lastfm.url)
     add_members(settings.database)
-    first = warm.run(settings)
+    # A minute ago, so the two runs' lists differ in their update time too.
+    first = warm.run(settings, now=datetime.now(UTC) - timedelta(seconds=60))
     assert (first.outcome, first.exit_code) == ("published", 0), first.summary()
     workers = [create_app(settings).test_client() for _ in range(2)]
     shown = {index: [web.get(API).get_json()["generation"]] for index, web in enumerate(workers)}
