@@ -140,9 +140,13 @@ class RawClient(pylibmc.Client):
         # itself, then "marked dead" while it is rebuilt.
         self._attempts = 1 + 2 * (len(self.addresses) - 1)
         # Read (docs/design.md): a web request sets a monotonic deadline for
-        # its whole read, so however many servers of the pool hang, no call
-        # is started that a hung server could stretch past it. None: no limit.
+        # its whole read (and when the read started), so however many servers
+        # of the pool hang, no call is started that a hung server could
+        # stretch past it. It applies once a call of this read has failed:
+        # healthy servers answer in microseconds, and a busy host's slowness
+        # must not turn a good read into a failure. None: no limit.
         self.deadline: float | None = None
+        self.read_started = float("-inf")
         # How long one call may take on a hung server; connect() sets it from
         # the timeouts it gives libmemcached. (Reading self.behaviors here
         # instead would change how a new client treats a stopped server.)
@@ -158,7 +162,12 @@ class RawClient(pylibmc.Client):
 
     def _call(self, operation, key, *args, **kwargs):
         for attempt in range(1, self._attempts + 1):
-            if self.deadline is not None and time.monotonic() + self.attempt_s > self.deadline:
+            if (
+                self.deadline is not None
+                and self.failed_at is not None
+                and self.failed_at >= self.read_started
+                and time.monotonic() + self.attempt_s > self.deadline
+            ):
                 raise ReadDeadlineError(f"no time left before the read's deadline for {operation.__name__} {key!r}")
             try:
                 return operation(key, *args, **kwargs)

@@ -185,6 +185,7 @@ class SnapshotReader:
         client = self._client()
         if isinstance(client, cache.RawClient):
             client.deadline = deadline
+            client.read_started = deadline - READ_BUDGET_S
         try:
             return self._read(client, now)
         finally:
