@@ -29,7 +29,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     settings = settings if settings is not None else load_settings()
     reader = SnapshotReader(
-        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=settings.pointer_recheck_s
+        settings.memcached_servers,
+        settings.key_prefix,
+        settings.fresh_s,
+        recheck_s=settings.pointer_recheck_s,
+        max_stale_s=settings.max_stale_s,
     )
     app.extensions["listens"] = Listens(settings, reader)
 

@@ -83,6 +83,10 @@ class CacheUnavailableError(Exception):
     """Raised when memcached cannot be reached, refuses, or does not answer in time."""
 
 
+class ReadDeadlineError(pylibmc.Error):
+    """Raised instead of starting a call that could not finish before the client's deadline."""
+
+
 def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) -> RawClient:
     """Build a memcached client for servers with bounded timeouts on every step."""
     behaviors = dict(_BASE_BEHAVIORS)
@@ -96,7 +100,9 @@ def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) ->
             "send_timeout": timeout_ms * 1000,
         }
     )
-    return RawClient(list(servers), binary=False, behaviors=behaviors)
+    client = RawClient(list(servers), binary=False, behaviors=behaviors)
+    client.attempt_s = timeout_ms / 1000
+    return client
 
 
 def confirmed_get(client: RawClient, key: str) -> bytes | None:
@@ -151,6 +157,18 @@ class RawClient(pylibmc.Client):
         # calls go around it, and the client over the others (_detour).
         self._hung: dict[str, float] = {}
         self._detour_client: RawClient | None = None
+        # Read (docs/design.md): a web request sets a monotonic deadline for
+        # its whole read (and when the read started), so however many servers
+        # of the pool hang, no call is started that a hung server could
+        # stretch past it. It applies once a call of this read has failed:
+        # healthy servers answer in microseconds, and a busy host's slowness
+        # must not turn a good read into a failure. None: no limit.
+        self.deadline: float | None = None
+        self.read_started = float("-inf")
+        # How long one call may take on a hung server; connect() sets it from
+        # the timeouts it gives libmemcached. (Reading self.behaviors here
+        # instead would change how a new client treats a stopped server.)
+        self.attempt_s = 1.0
 
     def recently_failed(self) -> bool:
         """Return True while a server that failed may still be out of this client's ring."""
@@ -194,6 +212,13 @@ class RawClient(pylibmc.Client):
 
     def _call(self, operation, key, *args, **kwargs):
         for attempt in range(1, self._attempts + 1):
+            if (
+                self.deadline is not None
+                and self.failed_at is not None
+                and self.failed_at >= self.read_started
+                and time.monotonic() + self.attempt_s > self.deadline
+            ):
+                raise ReadDeadlineError(f"no time left before the read's deadline for {operation.__name__} {key!r}")
             detour = self._detour()
             try:
                 if detour is not None:

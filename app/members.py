@@ -386,3 +386,12 @@ def record_run(
 
 def last_run(connection: sqlite3.Connection) -> sqlite3.Row | None:
     return connection.execute("SELECT * FROM runs ORDER BY generation DESC LIMIT 1").fetchone()
+
+
+def last_published_generation(connection: sqlite3.Connection) -> int | None:
+    """Return the newest generation a run recorded here published (or restored), None if none did."""
+    row = connection.execute(
+        "SELECT MAX(generation) FROM runs WHERE summary LIKE 'warm outcome=published %'"
+        " OR summary LIKE 'warm outcome=restored %'"
+    ).fetchone()
+    return row[0]

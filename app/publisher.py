@@ -149,6 +149,15 @@ def read_published(client: pylibmc.Client, prefix: str) -> Snapshot | None:
         raise PublishError(f"memcached failed reading the current snapshot: {error}") from error
 
 
+def pointer_generation(client: pylibmc.Client, prefix: str) -> int | None:
+    """Return the generation the pointer names, or None when it is missing, invalid or cannot be read."""
+    try:
+        raw = client.get(pointer_key(prefix))
+        return decode_pointer(raw).generation if raw is not None else None
+    except (SnapshotInvalidError, pylibmc.Error):
+        return None
+
+
 def _lease_value(generation: int, owner: str) -> bytes:
     return f"{generation} {owner}".encode()
 

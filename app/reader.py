@@ -3,7 +3,10 @@
 Per request it reads the pointer, reuses the snapshot it already parsed for
 that generation, or fetches and validates it, falling back to the previous
 generation when the current one was evicted or is invalid (docs/design.md, Read).
-Every cache failure becomes the `unavailable` state; it never raises.
+It never shows a generation older than one it has shown, and while memcached
+cannot be reached it keeps showing the last snapshot it had, as `stale`
+(stale-if-error); with nothing in memory a cache failure is the `unavailable`
+state. It never raises.
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ WARNING_INTERVAL_S = 60.0
 # within this, so two of them still fit in the bound.
 RETRY_WITHIN_S = 0.2
 
+# The whole read of one request, every call and retry on every server of the
+# pool included, spends at most this long on memcached: no call is started
+# that a hung server could stretch past it (cache.RawClient.deadline).
+READ_BUDGET_S = 0.45
+
+# The default of LISTENS_MAX_STALE_SECONDS: how old a snapshot held in memory
+# may be and still be shown while memcached is unreachable.
+MAX_STALE_S = 86400
+
 
 @dataclasses.dataclass(frozen=True)
 class Reading:
@@ -64,6 +76,7 @@ class SnapshotReader:
         fresh_s: int,
         *,
         recheck_s: float = 0.0,
+        max_stale_s: int = MAX_STALE_S,
         connect: Callable[[tuple[str, ...]], object] = cache.connect,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -71,6 +84,7 @@ class SnapshotReader:
         self._prefix = prefix
         self._fresh_s = fresh_s
         self._recheck_s = recheck_s
+        self._max_stale_s = max_stale_s
         self._connect = connect
         self._clock = clock
         # (clock() when memcached was last asked, what it said); replaced
@@ -79,6 +93,10 @@ class SnapshotReader:
         self._local = threading.local()
         # generation -> parsed snapshot; at most the current and the previous.
         self._memo: dict[int, Snapshot] = {}
+        # The newest snapshot this reader has shown: it never shows an older
+        # one, and shows this one while memcached cannot be reached.
+        self._newest: Snapshot | None = None
+        self._newest_lock = threading.Lock()
         self._warned: dict[tuple[str, str], float] = {}
 
     def _client(self):
@@ -118,6 +136,8 @@ class SnapshotReader:
     def _aged(self, reading: Reading, now: datetime) -> Reading:
         if reading.snapshot is None:
             return reading
+        if not reading.reachable:
+            return self._unreachable(reading.snapshot, now, reading.reason)
         age_s = self._age_s(reading.snapshot, now)
         if self._state_for(reading.snapshot, age_s) is reading.state:
             # The same reading, its age as of the last check (at most
@@ -140,8 +160,9 @@ class SnapshotReader:
 
     def _ask(self, now: datetime) -> Reading:
         started = time.monotonic()
+        deadline = started + READ_BUDGET_S
         try:
-            return self._read(self._client(), now)
+            return self._read_by(deadline, now)
         except cache.CacheUnavailableError as error:
             self._drop_client()
             failure = error
@@ -151,12 +172,51 @@ class SnapshotReader:
         # by a busy host can miss one timeout. A hung server fails twice.
         if time.monotonic() - started < RETRY_WITHIN_S:
             try:
-                return self._read(self._client(), now)
+                return self._read_by(deadline, now)
             except cache.CacheUnavailableError as error:
                 self._drop_client()
                 failure = error
-        self._warn(",".join(self._servers), str(failure), "memcached %s unavailable: %s; showing the unavailable state")
-        return Reading(State.UNAVAILABLE, reachable=False, reason="memcached unreachable")
+        newest = self._newest
+        shown = "the last snapshot it read" if newest is not None else "the unavailable state"
+        self._warn(",".join(self._servers), str(failure), f"memcached %s unavailable: %s; showing {shown}")
+        return self._unreachable(newest, now, "memcached unreachable")
+
+    def _read_by(self, deadline: float, now: datetime) -> Reading:
+        client = self._client()
+        if isinstance(client, cache.RawClient):
+            client.deadline = deadline
+            client.read_started = deadline - READ_BUDGET_S
+        try:
+            return self._read(client, now)
+        finally:
+            if isinstance(client, cache.RawClient):
+                client.deadline = None
+
+    def _unreachable(self, snapshot: Snapshot | None, now: datetime, reason: str) -> Reading:
+        """Return what to show while memcached cannot be reached: stale-if-error, within the stale limit."""
+        if snapshot is not None:
+            age_s = self._age_s(snapshot, now)
+            if age_s <= self._max_stale_s:
+                return Reading(State.STALE, snapshot, age_s, reachable=False, reason=reason)
+        return Reading(State.UNAVAILABLE, reachable=False, reason=reason)
+
+    def _monotonic(self, generation: int, snapshot: Snapshot | None = None) -> Snapshot:
+        """Return snapshot (of generation), or the newer one already shown: a reader never goes back in time."""
+        with self._newest_lock:
+            # Compared and replaced under a lock: two threads must not put an older one back.
+            newest = self._newest
+            if newest is None or (snapshot is not None and generation > newest.generation):
+                self._newest = snapshot
+                return snapshot
+        if generation < newest.generation:
+            # A memcached server that rejoined with old data holds an old
+            # pointer until the next warm run moves it forward.
+            self._warn(
+                pointer_key(self._prefix),
+                f"names generation {generation}, older than generation {newest.generation} already shown",
+                "pointer %s %s; still showing the newer one",
+            )
+        return newest
 
     def _read(self, client, now: datetime) -> Reading:
         key = pointer_key(self._prefix)
@@ -168,12 +228,16 @@ class SnapshotReader:
         except SnapshotInvalidError as error:
             self._warn(key, str(error))
             return Reading(State.UNAVAILABLE, reason="invalid pointer")
+        newest = self._newest
+        if newest is not None and pointer.generation < newest.generation:
+            # No need to fetch what would not be shown.
+            return self._reading_for(self._monotonic(pointer.generation), now)
         snapshot, reason = self._snapshot_for(client, pointer)
         if snapshot is None:
             # Evicted data is restored by the next warm run; invalid data is not.
             state = State.WARMING if reason == "evicted" else State.UNAVAILABLE
             return Reading(state, reason=f"snapshot {reason}")
-        return self._reading_for(snapshot, now)
+        return self._reading_for(self._monotonic(snapshot.generation, snapshot), now)
 
     def _snapshot_for(self, client, pointer: Pointer) -> tuple[Snapshot | None, str]:
         """Return the pointer's snapshot, else the previous generation's, with why neither was usable."""
@@ -182,6 +246,8 @@ class SnapshotReader:
             if generation is None:
                 break
             memo = self._memo.get(generation)
+            if memo is None and self._newest is not None and self._newest.generation == generation:
+                memo = self._newest
             if memo is not None:
                 return memo, ""
             key = snapshot_key(self._prefix, generation)

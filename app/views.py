@@ -39,9 +39,11 @@ bp = Blueprint("listens", __name__)
 PUBLIC_CACHE = "public, max-age=15, stale-while-revalidate=30"
 
 # Shared caches (nginx's micro-cache, deploy/nginx/listens.conf) keep an
-# answer in the warming or unavailable state for two seconds only, so the
-# first answer with data replaces it at once; fresh, stale and empty answers
-# get PUBLIC_CACHE. cache_control() is the one place that chooses.
+# answer in the warming or unavailable state, or one shown from a worker's
+# memory while memcached is unreachable (stale-if-error, README), for two
+# seconds only, so the first answer with data, or recovery, shows at once;
+# fresh, stale and empty answers get PUBLIC_CACHE. cache_control() is the one
+# place that chooses.
 SHORT_CACHE = "public, max-age=2"
 
 # A static URL carries its file's content hash (?v=), so a new release gets
@@ -104,7 +106,7 @@ class Rendered:
 
 def cache_control(reading: Reading) -> str:
     """Return the Cache-Control of a page or API answer showing reading."""
-    if reading.state in (State.WARMING, State.UNAVAILABLE):
+    if reading.state in (State.WARMING, State.UNAVAILABLE) or not reading.reachable:
         return SHORT_CACHE
     return PUBLIC_CACHE
 
@@ -141,7 +143,7 @@ def home() -> Response:
         last_modified = snapshot.last_updated if snapshot is not None else None
         return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
-    key = (reading.generation, reading.state, minute)
+    key = (reading.generation, reading.state, reading.reachable, minute)
     return _memoised("home", key, render).respond()
 
 
@@ -158,6 +160,7 @@ def user_listens() -> Response:
             "generation": reading.generation,
             "version": SCHEMA_VERSION,
             "cached": snapshot is not None,
+            "reachable": reading.reachable,
         }
         last_modified = snapshot.last_updated if snapshot is not None else None
         return Rendered(
@@ -166,7 +169,7 @@ def user_listens() -> Response:
 
     # The generation and its tracks come from one snapshot object, so they
     # always belong together.
-    key = (reading.generation, reading.state)
+    key = (reading.generation, reading.state, reading.reachable)
     return _memoised("api", key, render).respond()
 
 
@@ -181,9 +184,10 @@ def healthz() -> Response:
         lastUpdated=format_time(snapshot.last_updated) if snapshot is not None else None,
         snapshotAgeSeconds=round(reading.age_s) if reading.age_s is not None else None,
     )
-    # Monitoring and load balancers read the status: only a page that cannot
-    # show data is unhealthy.
-    response.status_code = 503 if reading.state is State.UNAVAILABLE else 200
+    # Monitoring and load balancers read the status: a page that cannot show
+    # data is unhealthy, and so is memcached out of reach even while this
+    # worker still shows the last snapshot it read (stale-if-error).
+    response.status_code = 503 if reading.state is State.UNAVAILABLE or not reading.reachable else 200
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -211,7 +215,7 @@ def listens_fragment() -> Response:
         last_modified = snapshot.last_updated if snapshot is not None else None
         return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
-    key = (reading.generation, reading.state, minute)
+    key = (reading.generation, reading.state, reading.reachable, minute)
     return _memoised("fragment", key, render).respond()
 
 

@@ -430,6 +430,7 @@ def _fetch_and_publish(
         _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock)
         return
     last_updated = merged.last_updated or started
+    _note_pointer_behind(settings, connection, client)
     _publish_for_members(connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
 
 
@@ -586,6 +587,24 @@ def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, 
         logger.error("publish failed: %s", error)
         return
     result.outcome, result.exit_code = outcome.value, EXIT_OK
+
+
+def _note_pointer_behind(settings, connection, client) -> None:
+    """Log a pointer older than this job's last publish: the publish that follows moves it forward as usual.
+
+    A memcached server that rejoins a pool with old data (cut off, not
+    restarted) holds an old pointer; web workers keep showing the newer
+    snapshot they have (docs/design.md, Read) until this run replaces it.
+    """
+    known = members.last_published_generation(connection)
+    current = publisher.pointer_generation(client, settings.key_prefix)
+    if known is not None and current is not None and current < known:
+        logger.warning(
+            "pointer at generation %s is older than generation %s this job published last"
+            " (a memcached server rejoined with old data?); moving it forward",
+            current,
+            known,
+        )
 
 
 class GenerationFilter(logging.Filter):

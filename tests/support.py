@@ -224,6 +224,8 @@ def stack_env(memcached: str, lastfm_url: str, database: Path, **extra: str) -> 
         "LISTENS_DATABASE": str(database),
         "LISTENS_RATE": "0",
         "LISTENS_DEADLINE_SECONDS": "30",
+        # Never the default under /var/lib/prometheus, in a subprocess or in-process.
+        "LISTENS_METRICS_FILE": "",
         **extra,
     }
 

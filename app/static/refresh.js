@@ -36,6 +36,7 @@
   }
 
   function showNotice(on) {
+    on = on && !section.querySelector(".notice-unreachable"); // the server's own
     if (on !== !!notice.parentNode) {
       return on ? section.querySelector(".listens-head").appendChild(notice) : notice.remove();
     }
@@ -79,9 +80,8 @@
     arrange(old, before, wanted);
   }
 
-  // A node whose position is unchanged stays, and so does the one holding
-  // focus (moving it drops focus); the others are put back in place, laid out
-  // anew, so nothing on screen is seen to shift.
+  // Nodes in place stay, and so does the one holding focus (moving it drops
+  // focus); the others are put back, laid out anew: nothing is seen to shift.
   function arrange(parent, before, wanted) {
     var focus = document.activeElement;
     var holder = focus === document.body ? -1 : wanted.findIndex(function (node) { return node.contains(focus); });
@@ -105,7 +105,7 @@
     var down = answer.state === "unavailable" || answer.reachable === false;
     showNotice(down && listed);
     if ((down && listed) || (String(answer.generation || "") === section.dataset.generation &&
-        answer.state === section.dataset.state)) {
+        answer.state === section.dataset.state && String(answer.reachable !== false) === section.dataset.reachable)) {
       return null;
     }
     return get("/fragment/listens", {}, "no-cache").then(function (result) {
@@ -118,7 +118,7 @@
       if (Date.now() - saidAt >= 60000) {
         saidAt = Date.now();
         live.textContent = "List updated";
-        // Emptied, so that the next update is announced too.
+        // Emptied: the next update is announced too.
         setTimeout(function () { live.textContent = ""; }, 5000);
       }
     });

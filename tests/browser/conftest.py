@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -50,6 +53,26 @@ class Stack:
             self.cache.start()
         self.cache.flush()
         self.lastfm.control("reset")
+
+    def replace_workers(self) -> None:
+        """Replace gunicorn's workers, as `systemctl reload listens-web` does.
+
+        Each worker keeps the newest snapshot it has shown and never shows an
+        older one, and shows it while memcached is down: a test's state must
+        not depend on what the previous test showed.
+        """
+        arbiter = self.web.process.pid
+        children = Path(f"/proc/{arbiter}/task/{arbiter}/children")
+        old = set(children.read_text().split())
+        os.kill(arbiter, signal.SIGHUP)
+
+        def replaced() -> bool:
+            workers = set(children.read_text().split())
+            if len(workers) != len(old) or workers & old:
+                return False
+            return requests.get(f"{self.web.url}/healthz", timeout=5).status_code in (200, 503)
+
+        wait_until(replaced, 30, "gunicorn's workers replaced")
 
     def warm(self) -> None:
         """Run the warm script once, as the timer does, and require a published snapshot."""
@@ -118,8 +141,9 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 @pytest.fixture
 def site(stack) -> Stack:
-    """The stack with nothing published (the warming state)."""
+    """The stack with nothing published (the warming state), served by workers that have shown nothing."""
     stack.reset()
+    stack.replace_workers()
     yield stack
     # A test that stopped memcached leaves it running again for the next one.
     stack.reset()

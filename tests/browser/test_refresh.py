@@ -50,7 +50,9 @@ def refreshing(tmp_path_factory) -> Iterator[Stack]:
 
 @pytest.fixture
 def live(refreshing) -> Iterator[Stack]:
+    """The refreshing stack with nothing published, served by workers that have shown nothing."""
     refreshing.reset()
+    refreshing.replace_workers()
     yield refreshing
     refreshing.reset()
 

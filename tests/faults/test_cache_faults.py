@@ -82,7 +82,9 @@ def test_reader_timeouts_are_set_well_below_the_unavailable_bound():
 
 
 @pytest.mark.parametrize("fault", ["hung", "stopped"])
-def test_page_is_unavailable_within_bound_when_memcached_fails_and_recovers_without_gunicorn_restart(fault, site):
+def test_page_is_stale_or_unavailable_within_bound_when_memcached_fails_and_recovers_without_gunicorn_restart(
+    fault, site
+):
     before = site.api()
     assert before["state"] == "fresh" and before["data"]
     master = site.web.process.pid
@@ -103,7 +105,8 @@ def test_page_is_unavailable_within_bound_when_memcached_fails_and_recovers_with
     slow = [item for item in seen if item[2] >= UNAVAILABLE_BOUND_S]
     assert not slow, slow
     assert {(path, status) for path, status, _, _ in seen} == {("/", 200), (API_PATH, 200), ("/healthz", 503)}
-    assert {state for _, _, _, state in seen} == {"unavailable"}
+    # A worker that showed the list keeps showing it (stale-if-error); one that holds nothing is unavailable.
+    assert {state for _, _, _, state in seen} <= {"stale", "unavailable"}
     # Recovery: the very next request of each worker, no restart of gunicorn.
     expected = "fresh" if fault == "hung" else "warming"
     recovered = [site.api() for attempt in range(4)]

@@ -277,7 +277,7 @@ def test_confirmed_get_trusts_a_miss_only_while_the_pool_is_whole(pool, how):
     wait_until(lambda: cache.confirmed_get(client, absent) is None, 10, "the server back in the ring")
 
 
-def test_page_is_unavailable_never_warming_then_next_warm_run_recovers_when_pool_server_hangs(pool, lastfm, settings):
+def test_page_is_stale_never_warming_then_next_warm_run_recovers_when_pool_server_hangs(pool, lastfm, settings):
     settings = dataclasses.replace(settings, memcached_servers=servers_of(pool), lastfm_url=lastfm.url)
     add_members(settings.database)
     first = warm.run(settings)
@@ -290,7 +290,10 @@ def test_page_is_unavailable_never_warming_then_next_warm_run_recovers_when_pool
     try:
         for _attempt in range(3):
             response, elapsed = timed(lambda: web.get("/api/internal/user-listens"))
-            assert response.status_code == 200 and response.get_json()["state"] == "unavailable"
+            # Stale-if-error: the list this worker showed, never `warming`.
+            data = response.get_json()
+            assert response.status_code == 200 and (data["state"], data["reachable"]) == ("stale", False)
+            assert data["generation"] == first.generation
             assert elapsed < READ_BOUND_S
         second = warm.run(settings)
         assert (second.outcome, second.exit_code) == ("published", 0), second.summary()
@@ -339,8 +342,9 @@ def test_page_and_next_warm_run_recover_without_manual_steps_when_pool_server_st
         victim = holder(pool, pointer_key(PREFIX) if lost == "pointer" else snapshot_key(PREFIX, first))
 
         # The pointer's loss is `unavailable` (never `warming`) until the next
-        # run; a worker that already parsed the lost snapshot keeps showing it.
-        expected = ("unavailable",) if lost == "pointer" else ("fresh", "unavailable")
+        # run, or `stale` in a worker that showed a list (stale-if-error); a
+        # worker that already parsed the lost snapshot keeps showing it.
+        expected = ("stale", "unavailable") if lost == "pointer" else ("fresh", "stale", "unavailable")
         victim.stop()
         for _attempt in range(6):
             data, elapsed = api(web)
