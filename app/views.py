@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def cache_control(reading: Reading) -> str:
 
 def _read() -> tuple[Reading, datetime, int]:
     listens = current_app.extensions["listens"]
-    now = datetime.now(UTC)
+    now = listens.clock()
     return listens.reader.read(now), now, listens.settings.items
 
 

@@ -68,7 +68,8 @@ def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
 
 def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
     warm.run(settings, now=T0)
-    app = create_app(settings)
+    # A clock that stays within one minute: the relative times never move.
+    app = create_app(settings, clock=lambda: T0 + timedelta(seconds=30))
     client = app.test_client()
     rendered = []
 
@@ -78,8 +79,25 @@ def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, 
     with template_rendered.connected_to(record, app):
         bodies = {client.get("/").data for _ in range(20)}
 
-    # Two renders at most: the minute may turn during the loop.
-    assert 1 <= rendered.count("home.html") <= 2 and len(bodies) == rendered.count("home.html")
+    assert rendered.count("home.html") == 1 and len(bodies) == 1
+
+
+def test_page_is_rendered_again_when_the_minute_turns(settings, memcached, stub):
+    warm.run(settings, now=T0)
+    now = [T0 + timedelta(seconds=30)]
+    app = create_app(settings, clock=lambda: now[0])
+    client = app.test_client()
+    rendered = []
+
+    def record(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    with template_rendered.connected_to(record, app):
+        first = {client.get("/").data for _ in range(5)}
+        now[0] += timedelta(minutes=1)
+        second = {client.get("/").data for _ in range(5)}
+
+    assert rendered.count("home.html") == 2 and len(first) == len(second) == 1 and first != second
 
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])
