@@ -66,38 +66,37 @@ def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
     assert reader.read(T0 + timedelta(seconds=settings.fresh_s + 1)).state.value == "stale"
 
 
-def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
-    warm.run(settings, now=T0)
-    # A clock that stays within one minute: the relative times never move.
-    app = create_app(settings, clock=lambda: T0 + timedelta(seconds=30))
-    client = app.test_client()
+def page_bodies(settings, minutes: tuple[int, ...]) -> tuple[list[set[bytes]], int]:
+    """Ask for the page five times at each T0 + minute + 30 s; return the bodies seen each time and the renders."""
+    now = [T0]
+    client = create_app(settings, clock=lambda: now[0]).test_client()
     rendered = []
 
     def record(sender, template, context, **extra):
         rendered.append(template.name)
 
-    with template_rendered.connected_to(record, app):
-        bodies = {client.get("/").data for _ in range(20)}
+    bodies = []
+    with template_rendered.connected_to(record, client.application):
+        for minute in minutes:
+            now[0] = T0 + timedelta(minutes=minute, seconds=30)
+            bodies.append({client.get("/").data for _ in range(5)})
+    return bodies, rendered.count("home.html")
 
-    assert rendered.count("home.html") == 1 and len(bodies) == 1
+
+def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
+    warm.run(settings, now=T0)
+
+    bodies, renders = page_bodies(settings, (0, 0, 0, 0))
+
+    assert renders == 1 and len(set().union(*bodies)) == 1
 
 
 def test_page_is_rendered_again_when_the_minute_turns(settings, memcached, stub):
     warm.run(settings, now=T0)
-    now = [T0 + timedelta(seconds=30)]
-    app = create_app(settings, clock=lambda: now[0])
-    client = app.test_client()
-    rendered = []
 
-    def record(sender, template, context, **extra):
-        rendered.append(template.name)
+    (first, second), renders = page_bodies(settings, (0, 1))
 
-    with template_rendered.connected_to(record, app):
-        first = {client.get("/").data for _ in range(5)}
-        now[0] += timedelta(minutes=1)
-        second = {client.get("/").data for _ in range(5)}
-
-    assert rendered.count("home.html") == 2 and len(first) == len(second) == 1 and first != second
+    assert renders == 2 and len(first) == len(second) == 1 and first != second
 
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])
