@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-core test-fast lint bench system-deps clean
+.PHONY: run test test-core test-fast lint bench screenshots system-deps clean
 
 run: system-deps $(VENV)/.installed
 	VENV=$(VENV) scripts/dev_run.sh
@@ -33,6 +33,14 @@ bench: system-deps $(VENV)/.bench-installed
 	$(PY) -m bench.frontdoor_bench
 	$(PY) -m bench.warm_bench --plot docs/warm-time.png --budget-cycles 3
 	$(PY) -m bench.schedule_bench
+
+# The README's pictures (docs/screenshots/): the fresh page, light, on a phone
+# and a desktop, from the browser test that takes them into artifacts/. Tests
+# never write into the work tree; run this when the page's look changes.
+README_SHOTS := fresh-390x844.png fresh-1280x800.png
+screenshots: system-deps $(VENV)/.installed
+	$(PY) -m pytest tests/browser/test_states.py -q -k "says_what_visitors_need_to_know and fresh"
+	cp $(addprefix artifacts/screenshots/,$(README_SHOTS)) docs/screenshots/
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt

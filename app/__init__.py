@@ -8,6 +8,9 @@ members) is never imported by serving requests.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from datetime import UTC
+from datetime import datetime
 
 from flask import Flask
 
@@ -22,10 +25,17 @@ class Listens:
 
     settings: Settings
     reader: SnapshotReader
+    # "Now" for the views (states, relative times): real time, unless a test
+    # passes a fixed clock.
+    clock: Callable[[], datetime]
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app from settings (default: the environment)."""
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> Flask:
+    """Build the app from settings (default: the environment); clock gives the views' "now"."""
     app = Flask(__name__)
     settings = settings if settings is not None else load_settings()
     reader = SnapshotReader(
@@ -35,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         recheck_s=settings.pointer_recheck_s,
         max_stale_s=settings.max_stale_s,
     )
-    app.extensions["listens"] = Listens(settings, reader)
+    app.extensions["listens"] = Listens(settings, reader, clock)
 
     from app import cli
     from app import errors

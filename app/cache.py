@@ -95,6 +95,8 @@ def connect(servers: tuple[str, ...], *, timeout_ms: int = READER_TIMEOUT_MS) ->
     behaviors.update(
         {
             "connect_timeout": timeout_ms,
+            # Undocumented in pylibmc: libmemcached's poll timeout, which is
+            # what bounds a read from a hung server (tests/integration/test_cache_timeouts.py).
             "_poll_timeout": timeout_ms,
             "receive_timeout": timeout_ms * 1000,
             "send_timeout": timeout_ms * 1000,

@@ -46,7 +46,8 @@ class PublishOutcome(enum.Enum):
     SUPERSEDED = "superseded"
 
 
-def _no_checkpoint(step: str) -> None:
+def no_checkpoint(step: str) -> None:
+    """The Checkpoint of a normal publish: nothing happens between the steps."""
     return None
 
 
@@ -56,7 +57,7 @@ def publish_snapshot(
     snapshot: Snapshot,
     *,
     expiry_s: int,
-    checkpoint: Checkpoint = _no_checkpoint,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> PublishOutcome:
     """Publish snapshot and move the pointer to it unless a newer one is current.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
@@ -51,28 +50,16 @@ SHORT_CACHE = "public, max-age=2"
 STATIC_CACHE = "public, max-age=31536000, immutable"
 
 
-class _CheckedHeaders(Headers):
-    """A copy of Headers whose values werkzeug checked when they were added.
-
-    Headers(other) checks every value again. A memoised page is served with
-    the same nine headers each time, and checking them twice per request
-    cost more than the rest of the view (bench/web_bench.py).
-    """
-
-    def __init__(self, checked: Headers) -> None:
-        super().__init__()
-        self._list = list(checked._list)
-
-
 class _RenderedResponse(Response):
-    """A response of a Rendered: 200 with a body, or 304."""
+    """A response of a Rendered: 200 with a body, or 304, with its own copy of the headers."""
 
     def get_wsgi_headers(self, environ) -> Headers:
         if self.status_code == 200:
-            # werkzeug's version copies (and re-checks) the headers to fix
-            # Location and Content-Length: ours has no Location, and its
-            # Content-Length was set with the body.
-            return _CheckedHeaders(self.headers)
+            # werkzeug's version copies (and re-checks) the headers again to
+            # fix Location and Content-Length: ours has no Location, its
+            # Content-Length was set with the body, and the headers are this
+            # response's own copy, so they are sent as they are.
+            return self.headers
         return super().get_wsgi_headers(environ)
 
 
@@ -98,10 +85,10 @@ class Rendered:
         # Read (docs/design.md): a snapshot never changes, so what was rendered from
         # it is served again as long as nothing it shows has changed.
         if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(self.etag):
-            not_modified = _CheckedHeaders(self.headers)
+            not_modified = self.headers.copy()
             not_modified.remove("Content-Type")
             return _RenderedResponse(status=304, headers=not_modified)
-        return _RenderedResponse(self.body, headers=_CheckedHeaders(self.headers))
+        return _RenderedResponse(self.body, headers=self.headers.copy())
 
 
 def cache_control(reading: Reading) -> str:
@@ -113,7 +100,7 @@ def cache_control(reading: Reading) -> str:
 
 def _read() -> tuple[Reading, datetime, int]:
     listens = current_app.extensions["listens"]
-    now = datetime.now(UTC)
+    now = listens.clock()
     return listens.reader.read(now), now, listens.settings.items
 
 

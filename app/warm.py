@@ -298,7 +298,7 @@ def run(
     settings: Settings,
     *,
     now: datetime | None = None,
-    checkpoint: publisher.Checkpoint = publisher._no_checkpoint,
+    checkpoint: publisher.Checkpoint = publisher.no_checkpoint,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunResult:
     """Run one warm cycle and return its result; log exactly one INFO summary line.
@@ -515,7 +515,7 @@ def _publish_for_members(
         len(tracks) - len(kept),
     )
     result.tracks = len(kept)
-    _publish(settings, client, result, kept, last_updated, publisher._no_checkpoint, clock, start_clock, 1)
+    _publish(settings, client, result, kept, last_updated, publisher.no_checkpoint, clock, start_clock, 1)
 
 
 def _outcomes(

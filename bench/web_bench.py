@@ -3,8 +3,9 @@
 Starts memcached, the fake Last.fm, publishes one snapshot with the real
 warm script, then runs three gunicorns with the same worker settings (2 sync
 workers, no access log) and loads each with wrk in interleaved rounds, so
-the machine's noise falls on all three alike. Prints req/s, p50, p99 and the
-ratios. Loopback only; every process started here is stopped here.
+the machine's noise falls on all three alike. Prints req/s, p50, p99, the
+workers' CPU time per request (from /proc, steadier than req/s on a shared
+machine) and the ratios. Loopback only; every process started here is stopped here.
 
     python -m bench.web_bench [--rounds 3] [--duration 8] [--connections 16]
 """
@@ -72,6 +73,18 @@ class Server:
         )
         wait_until(lambda: requests.get(self.url, timeout=2).status_code == 200, 30, f"{name} on {self.url}", 0.1)
 
+    def cpu_s(self) -> float:
+        """Return the CPU time (user + system) the workers used so far: less noisy than req/s on a shared machine."""
+        ticks = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                except FileNotFoundError:
+                    continue
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -80,6 +93,7 @@ class Server:
 def parse_wrk(output: str) -> dict[str, float]:
     """Return requests/s, p50 and p99 latency (ms) and error counts from wrk --latency output."""
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    result["requests"] = float(re.search(r"^\s*(\d+) requests in", output, re.M).group(1))
     for label, key in (("50%", "p50"), ("99%", "p99")):
         value, unit = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
         result[key] = float(value) * _UNITS[unit]
@@ -148,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.rounds):
             order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
             for server in order:
-                results[server.name].append(run_wrk(server.url, args.duration, args.connections, args.threads))
+                cpu_before = server.cpu_s()
+                run = run_wrk(server.url, args.duration, args.connections, args.threads)
+                run["cpu_us"] = (server.cpu_s() - cpu_before) * 1e6 / run["requests"]
+                results[server.name].append(run)
 
         summary = {
-            name: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99")}
+            name: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99", "cpu_us")}
             | {"non2xx": sum(run["non2xx"] for run in runs)}
             for name, runs in results.items()
         }
@@ -161,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)"
         )
         print(
-            f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}"
+            f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}{'CPU us/req':>12}{'CPU vs constant':>17}"
         )
         for name, row in summary.items():
             print(
                 f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
                 f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
-                f"{row['rps'] / same_headers['rps']:>20.2f}x"
+                f"{row['rps'] / same_headers['rps']:>20.2f}x{row['cpu_us']:>12.0f}{constant['cpu_us'] / row['cpu_us']:>16.2f}x"
             )
     finally:
         for server in servers:

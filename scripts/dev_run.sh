@@ -58,7 +58,7 @@ else
 fi
 
 if [ -z "${LASTFM_API_KEY:-}" ]; then
-    exec 3< <("$PY" -m app.fake_lastfm --host 127.0.0.1 --port "${FAKE_LASTFM_PORT:-8765}")
+    exec 3< <("$PY" -m devtools.fake_lastfm --host 127.0.0.1 --port "${FAKE_LASTFM_PORT:-8765}")
     pids+=($!)
     read -r ready <&3
     export LISTENS_LASTFM_URL=${ready##* }

@@ -170,7 +170,7 @@ class FakeLastfm:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path is not None else None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.fake_lastfm", "--host", "127.0.0.1", "--port", "0", *extra],
+            [sys.executable, "-m", "devtools.fake_lastfm", "--host", "127.0.0.1", "--port", "0", *extra],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=self._log if self._log is not None else subprocess.DEVNULL,

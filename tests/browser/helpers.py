@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,7 +39,6 @@ STATES = ("warming", "fresh", "stale", "empty", "unavailable")
 PHONE = (390, 844)
 DESKTOP = (1280, 800)
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-README_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
 def axe_script() -> Path:
@@ -149,9 +147,3 @@ class Visit:
             "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
             ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))"
         )
-
-
-def publish_for_readme(screenshot: Path) -> None:
-    """Copy a screenshot of this run into docs/screenshots/, which the README embeds."""
-    README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(screenshot, README_SCREENSHOTS / screenshot.name)

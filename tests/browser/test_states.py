@@ -9,7 +9,6 @@ import pytest
 from tests.browser.helpers import DESKTOP
 from tests.browser.helpers import PHONE
 from tests.browser.helpers import STATES
-from tests.browser.helpers import publish_for_readme
 from tests.support import REPO
 
 pytestmark = pytest.mark.browser
@@ -41,9 +40,7 @@ def test_state_page_says_what_visitors_need_to_know(state, site, visit):
             for other, phrases in WORDING.items():
                 assert other == state or phrases[0] not in text, (state, other)
             suffix = "" if scheme == "light" else "-dark"
-            shot = page.screenshot(f"{state}-{size[0]}x{size[1]}{suffix}")
-            if state == "fresh" and scheme == "light":
-                publish_for_readme(shot)
+            page.screenshot(f"{state}-{size[0]}x{size[1]}{suffix}")
             page.assert_clean()
 
 

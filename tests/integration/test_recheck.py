@@ -66,20 +66,37 @@ def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
     assert reader.read(T0 + timedelta(seconds=settings.fresh_s + 1)).state.value == "stale"
 
 
-def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
-    warm.run(settings, now=T0)
-    app = create_app(settings)
-    client = app.test_client()
+def page_bodies(settings, minutes: tuple[int, ...]) -> tuple[list[set[bytes]], int]:
+    """Ask for the page five times at each T0 + minute + 30 s; return the bodies seen each time and the renders."""
+    now = [T0]
+    client = create_app(settings, clock=lambda: now[0]).test_client()
     rendered = []
 
     def record(sender, template, context, **extra):
         rendered.append(template.name)
 
-    with template_rendered.connected_to(record, app):
-        bodies = {client.get("/").data for _ in range(20)}
+    bodies = []
+    with template_rendered.connected_to(record, client.application):
+        for minute in minutes:
+            now[0] = T0 + timedelta(minutes=minute, seconds=30)
+            bodies.append({client.get("/").data for _ in range(5)})
+    return bodies, rendered.count("home.html")
 
-    # Two renders at most: the minute may turn during the loop.
-    assert 1 <= rendered.count("home.html") <= 2 and len(bodies) == rendered.count("home.html")
+
+def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
+    warm.run(settings, now=T0)
+
+    bodies, renders = page_bodies(settings, (0, 0, 0, 0))
+
+    assert renders == 1 and len(set().union(*bodies)) == 1
+
+
+def test_page_is_rendered_again_when_the_minute_turns(settings, memcached, stub):
+    warm.run(settings, now=T0)
+
+    (first, second), renders = page_bodies(settings, (0, 1))
+
+    assert renders == 2 and len(first) == len(second) == 1 and first != second
 
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])

@@ -163,8 +163,10 @@ def test_each_release_has_its_own_venv_with_the_wheel_compiled_and_nothing_local
     for name in ("deploy/gunicorn.conf.py", "deploy/install.sh", "requirements.txt", "venv/bin/listens"):
         assert (release / name).is_file(), name
     # The code is the wheel's, installed in the venv; no source tree beside it.
-    for name in (".venv", ".git", "instance", "tests", "app", "scripts"):
+    for name in (".venv", ".git", "instance", "tests", "app", "scripts", "devtools"):
         assert not (release / name).exists(), name
+    # Nor the fake Last.fm server, a development tool, anywhere in the release.
+    assert not [path for path in release.rglob("*fake_lastfm*")], release
     assert [wheel.name for wheel in (release / "dist").iterdir()] == ["listens-1.0.0-py3-none-any.whl"]
     tag = sys.implementation.cache_tag
     assert (site_packages(release / "venv") / "app" / "__pycache__" / f"reader.{tag}.pyc").is_file()

@@ -114,3 +114,21 @@ def test_listens_warm_exits_2_with_one_line_when_the_real_lastfm_has_no_key(venv
     assert len(lines) == 1 and "LASTFM_API_KEY is not set" in lines[0], result.stderr
     assert "level=ERROR logger=app.warm" in lines[0]
     assert result.stdout == ""
+
+
+def test_installed_package_carries_no_fake_lastfm(venv, tmp_path):
+    # The fake Last.fm server is a development tool (devtools/): never on a server.
+    script = (
+        "import importlib.metadata, importlib.util\n"
+        "files = [str(path) for path in importlib.metadata.distribution('listens').files]\n"
+        "print(len(files), [path for path in files if 'fake' in path or path.startswith('devtools')])\n"
+        "print(importlib.util.find_spec('devtools'), importlib.util.find_spec('app.fake_lastfm'))\n"
+    )
+
+    result = run(venv, tmp_path, {}, "python", "-c", script)
+
+    assert result.returncode == 0, result.stderr
+    listed, specs = result.stdout.splitlines()[-2:]
+    count, fakes = listed.split(" ", 1)
+    assert int(count) > 10 and fakes == "[]", result.stdout
+    assert specs == "None None", result.stdout

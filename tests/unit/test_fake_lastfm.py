@@ -54,7 +54,7 @@ def stop_server(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
 def base_url(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("fake_lastfm") / "stderr.log"
     with log_path.open("w") as log_file:
-        process, url = start_server([sys.executable, "-m", "app.fake_lastfm", "--port", "0"], log_file)
+        process, url = start_server([sys.executable, "-m", "devtools.fake_lastfm", "--port", "0"], log_file)
         try:
             yield url
         finally:
@@ -374,7 +374,7 @@ def test_latency_control_is_accepted(base_url):
 
 @pytest.mark.parametrize(
     ("command", "sig"),
-    [(["-m", "app.fake_lastfm"], signal.SIGTERM), (["app/fake_lastfm.py"], signal.SIGINT)],
+    [(["-m", "devtools.fake_lastfm"], signal.SIGTERM), (["-m", "devtools.fake_lastfm"], signal.SIGINT)],
 )
 def test_server_exits_0_on_signal_and_never_logs_the_key(tmp_path, command, sig):
     log_path = tmp_path / "stderr.log"

@@ -2,8 +2,10 @@
 
 It serves deterministic data that changes over time, the real API's quirks and,
 through a control API under ``/_fake/``, the failures the warm job must survive.
-Standard library only and standalone: ``python -m app.fake_lastfm`` or
-``python app/fake_lastfm.py``.
+Run from the checkout's top directory: ``python -m devtools.fake_lastfm``. It
+lives outside the ``app`` package, so it is never installed with it; it takes
+the method name, the error codes and the placeholder image from the real
+client (app.lastfm), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ import threading
 import time
 import urllib.parse
 
-# Not __name__: that is "__main__" when the file is run as a script.
-logger = logging.getLogger("app.fake_lastfm")
+from app.lastfm import ERROR_INVALID_API_KEY
+from app.lastfm import ERROR_LOGIN_REQUIRED
+from app.lastfm import ERROR_OPERATION_FAILED
+from app.lastfm import ERROR_RATE_LIMIT_EXCEEDED
+from app.lastfm import ERROR_SERVICE_OFFLINE
+from app.lastfm import ERROR_SUSPENDED_API_KEY
+from app.lastfm import ERROR_TEMPORARILY_UNAVAILABLE
+from app.lastfm import ERROR_USER_NOT_FOUND
+from app.lastfm import METHOD
+from app.lastfm import PLACEHOLDER_IMAGE_ID
+
+# Not __name__: that is "__main__" when the module is run with -m.
+logger = logging.getLogger("devtools.fake_lastfm")
 
 API_PATHS = ("/2.0/", "/2.0", "/")
 CONTROL_PREFIX = "/_fake/"
@@ -28,7 +41,6 @@ JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 IMAGE_BASE = "https://lastfm.freetls.fastly.net/i/u"
 IMAGE_SIZES = (("small", "34s"), ("medium", "64s"), ("large", "174s"), ("extralarge", "300x300"))
-STAR_IMAGE_ID = "2a96cbd8b46e442fc41c2b86b821562f"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -40,16 +52,20 @@ MAX_DELAY_S = 600.0
 MAINTENANCE_PAGE = "<!DOCTYPE html><html><head><title>Last.fm</title></head><body>Back soon.</body></html>"
 
 # Error code -> (HTTP status, message), as Last.fm answers them.
+ERROR_INVALID_METHOD = 3  # never sent by the real client, which asks for METHOD only
 ERRORS = {
-    3: (400, "Invalid Method - No method with that name in this package"),
-    6: (404, "User not found"),
-    8: (200, "Operation failed - Most likely the backend service failed. Please try again."),
-    10: (403, "Invalid API key - You must be granted a valid key by last.fm"),
-    11: (200, "Service Offline - This service is temporarily offline. Try again later."),
-    16: (200, "There was a temporary error processing your request. Please try again"),
-    17: (403, "Login: User required to be logged in"),
-    26: (403, "Suspended API key - Access for your account has been suspended, please contact Last.fm"),
-    29: (200, "Rate Limit Exceeded - Your IP has made too many requests in a short period"),
+    ERROR_INVALID_METHOD: (400, "Invalid Method - No method with that name in this package"),
+    ERROR_USER_NOT_FOUND: (404, "User not found"),
+    ERROR_OPERATION_FAILED: (200, "Operation failed - Most likely the backend service failed. Please try again."),
+    ERROR_INVALID_API_KEY: (403, "Invalid API key - You must be granted a valid key by last.fm"),
+    ERROR_SERVICE_OFFLINE: (200, "Service Offline - This service is temporarily offline. Try again later."),
+    ERROR_TEMPORARILY_UNAVAILABLE: (200, "There was a temporary error processing your request. Please try again"),
+    ERROR_LOGIN_REQUIRED: (403, "Login: User required to be logged in"),
+    ERROR_SUSPENDED_API_KEY: (
+        403,
+        "Suspended API key - Access for your account has been suspended, please contact Last.fm",
+    ),
+    ERROR_RATE_LIMIT_EXCEEDED: (200, "Rate Limit Exceeded - Your IP has made too many requests in a short period"),
 }
 
 MODES = frozenset(
@@ -59,8 +75,8 @@ MODES = frozenset(
 
 # Built-in quirk users, so a demo shows them without any control call.
 QUIRK_USERS = {
-    "ghost": {"mode": "error", "code": 6},
-    "hidden": {"mode": "error", "code": 17},
+    "ghost": {"mode": "error", "code": ERROR_USER_NOT_FOUND},
+    "hidden": {"mode": "error", "code": ERROR_LOGIN_REQUIRED},
     "quiet": {"mode": "empty"},
     "legacy": {"mode": "legacy"},
     "starry": {"mode": "starry"},
@@ -223,7 +239,7 @@ def recent_payload(spec: dict, user: str, limit: int, now: float, seed: int) -> 
     tracks, total = generate_tracks(seed, user, now, limit, playing)
     if mode == "starry":
         for item in tracks:
-            for image, url in zip(item["image"], _image_urls(STAR_IMAGE_ID), strict=False):
+            for image, url in zip(item["image"], _image_urls(PLACEHOLDER_IMAGE_ID), strict=False):
                 image["#text"] = url
     if mode == "legacy" and limit == 1:
         # The 2014 API gave a single object, not a list, when one track came back.
@@ -409,12 +425,12 @@ class FakeLastfmHandler(http.server.BaseHTTPRequestHandler):
 
     def _reply(self, method: str, user: str, api_key: str, limit_text: str) -> int | str:
         """Write the answer to one API request; return its status for the log line."""
-        if method != "user.getrecenttracks":
-            return self._send_error(3)
+        if method != METHOD:
+            return self._send_error(ERROR_INVALID_METHOD)
         if api_key in ("invalid", "suspended"):
-            return self._send_error(10 if api_key == "invalid" else 26)
+            return self._send_error(ERROR_INVALID_API_KEY if api_key == "invalid" else ERROR_SUSPENDED_API_KEY)
         if not user:
-            return self._send_error(6)
+            return self._send_error(ERROR_USER_NOT_FOUND)
         spec = self.state.resolve(user)
         mode = spec["mode"]
         if mode in ("slow", "hang"):
