@@ -210,6 +210,9 @@ class RawClient(pylibmc.Client):
     def _note_timeout(self, error: pylibmc.Error) -> None:
         match = _TIMEOUT_ON_SERVER.search(str(error))
         if match is not None and match.group(1) in self.addresses and len(self.addresses) > 1:
+            if match.group(1) not in self._hung:
+                # The detour client was built over the servers then left: rebuild it without this one.
+                self._detour_client = None
             self._hung[match.group(1)] = time.monotonic() + _POOL_BEHAVIORS["dead_timeout"]
 
     def _call(self, operation, key, *args, **kwargs):
