@@ -98,15 +98,6 @@ def _scrub(text: str, url: str) -> str:
     return " ".join(text.split())
 
 
-def check_url(url: str) -> str:
-    """Return url if libpq can parse it; raise ValueError with a one-line, password-free reason otherwise."""
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error as error:
-        raise ValueError(_scrub(str(error), url)) from None
-    return url
-
-
 class Row(dict):
     """A row read by column name or by position, like sqlite3.Row."""
 
