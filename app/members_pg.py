@@ -11,8 +11,9 @@ database with its password replaced by "***".
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs
+from urllib.parse import unquote
 from urllib.parse import urlsplit
-from urllib.parse import urlunsplit
 
 import psycopg
 import psycopg.conninfo
@@ -74,26 +75,30 @@ def is_url(database: object) -> bool:
     return isinstance(database, str) and database.strip().lower().startswith(URL_SCHEMES)
 
 
-def redact(url: str) -> str:
-    """Return url with its password, if any, replaced by ***."""
+def _passwords(url: str) -> list[str]:
+    """Return the passwords written in url: after the user name, and as ?password=."""
+    found = []
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-        user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        if parts.password:
+            found.append(unquote(parts.password))
+            found.append(parts.password)
+        found += [value for value in parse_qs(parts.query).get("password", []) if value]
     except ValueError:
-        return "the PostgreSQL URL (unreadable; password hidden)"
+        match = re.search(r"://[^:/@]*:([^@]*)@", url)
+        if match and match.group(1):
+            found.append(match.group(1))
+    return sorted(set(found), key=len, reverse=True)
+
+
+def redact(url: str) -> str:
+    """Return url with its password, if any, replaced by ***."""
+    return _scrub(url, url)
 
 
 def _scrub(text: str, url: str) -> str:
     """Return text on one line, with url's password (if any) replaced by ***."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
+    for password in _passwords(url):
         text = text.replace(password, "***")
     return " ".join(text.split())
 

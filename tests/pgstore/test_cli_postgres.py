@@ -8,6 +8,7 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from app import members
@@ -58,6 +59,10 @@ def _assert_no_password(*texts: str) -> None:
     "make_url",
     [
         pytest.param(lambda server: server.url("postgres", password="wrong-Secret-77"), id="refused-password"),
+        pytest.param(
+            lambda server: f"postgresql://postgres@127.0.0.1:{server.port}/postgres?password=wrong-Secret-77",
+            id="refused-password-in-query",
+        ),
         pytest.param(lambda server: server.url("no_such_db"), id="unknown-database"),
         pytest.param(lambda server: f"postgresql://postgres:{PASSWORD}@127.0.0.1:notaport/x", id="bad-port"),
         pytest.param(lambda server: f"postgresql://postgres:{PASSWORD}@127.0.0.1/a b", id="bad-url"),
@@ -178,3 +183,31 @@ def test_db_copy_from_a_missing_file_exits_2(tmp_path, postgres_url):
     assert copied.returncode == 2
     assert copied.stderr.count("\n") == 1
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_warm_run_refuses_a_newer_schema_with_exit_2_and_writes_nothing(postgres_url, tmp_path):
+    members.connect(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as raw:
+        raw.execute("UPDATE schema_version SET version = version + 1")
+    warm = subprocess.run(
+        [sys.executable, str(WARM_SCRIPT)],
+        cwd=REPO,
+        env=service_env(
+            {
+                "LISTENS_DATABASE": postgres_url,
+                "LISTENS_MEMCACHED": "127.0.0.1:1",
+                "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
+                "LASTFM_API_KEY": "k",
+                "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert warm.returncode == 2, warm.stderr
+    errors = [line for line in warm.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "newer than this release" in errors[0]
+    _assert_no_password(warm.stdout, warm.stderr)
+    with psycopg.connect(postgres_url) as raw:
+        assert raw.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
