@@ -138,7 +138,10 @@ class Connection:
     def execute(self, sql: str, parameters: tuple | list = ()):
         if sql == "BEGIN IMMEDIATE":
             sql = "BEGIN"
-        return self.raw.execute(sql.replace("?", "%s"), tuple(parameters))
+        if not parameters:
+            # No placeholders: psycopg then leaves a literal % (LIKE 'x %') alone.
+            return self.raw.execute(sql)
+        return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(parameters))
 
     def lock_tracks(self) -> None:
         """Hold the last-known-tracks lock until this transaction ends (one writer across hosts)."""

@@ -128,3 +128,20 @@ def test_postgresql_writes_wait_for_a_lock_then_fail_as_busy(postgres_url):
     assert kind == "busy"
     assert "s3cret" not in message
     connection.close()
+
+
+def test_queries_with_a_literal_percent_sign_run_on_both_engines(connection):
+    module.record_run(connection, 5, NOW, 0, "warm outcome=published 100% done")
+    module.record_run(connection, 6, NOW, 1, "warm outcome=failed")
+    assert (
+        connection.execute("SELECT max(generation) FROM runs WHERE summary LIKE 'warm outcome=published %'").fetchone()[
+            0
+        ]
+        == 5
+    )
+    assert (
+        connection.execute(
+            "SELECT count(*) FROM runs WHERE summary LIKE ? AND exit_code = ?", ("%100%%", 0)
+        ).fetchone()[0]
+        == 1
+    )
