@@ -357,6 +357,20 @@ class FetchOutcome:
     lastfm_username: str | None = None
 
 
+# Store a member's last known track, replacing the one before.
+_UPSERT_TRACK = {
+    "sqlite": "INSERT OR REPLACE INTO last_tracks"
+    " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "postgresql": "INSERT INTO last_tracks"
+    " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (member_id) DO UPDATE SET artist = excluded.artist, album = excluded.album,"
+    " track = excluded.track, url = excluded.url, image = excluded.image,"
+    " played_at = excluded.played_at, now_playing = excluded.now_playing, fetched_at = excluded.fetched_at",
+}
+
+
 def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutcome]) -> None:
     """Store a run's successful fetches and permanent failures in one transaction.
 
@@ -395,16 +409,15 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
                 connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (outcome.member_id,))
                 continue
             track = outcome.track
-            connection.execute(
-                "INSERT INTO last_tracks"
-                " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (member_id) DO UPDATE SET artist = excluded.artist, album = excluded.album,"
-                " track = excluded.track, url = excluded.url, image = excluded.image,"
-                " played_at = excluded.played_at, now_playing = excluded.now_playing,"
-                " fetched_at = excluded.fetched_at"
+            newer = connection.execute(
+                "SELECT 1 FROM last_tracks WHERE member_id = ? AND fetched_at > ?",
+                (outcome.member_id, format_time(track.fetched_at)),
+            ).fetchone()
+            if newer is not None:
                 # Only forward: an older run's late write never replaces a newer track.
-                " WHERE last_tracks.fetched_at <= excluded.fetched_at",
+                continue
+            connection.execute(
+                _UPSERT_TRACK[getattr(connection, "dialect", "sqlite")],
                 (
                     outcome.member_id,
                     track.artist,
