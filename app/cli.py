@@ -215,7 +215,7 @@ def _describe_last_run(database) -> str:
     from app import members
 
     # Runs are recorded on the warm host; a web host has no database.
-    if not database.exists():
+    if hasattr(database, "exists") and not database.exists():
         return f"none recorded here (no database at {str(database)!r}; runs are recorded on the warm host)"
     try:
         connection = members.connect(database)
@@ -226,6 +226,35 @@ def _describe_last_run(database) -> str:
     finally:
         connection.close()
     return f"{run['finished_at']} {run['summary']}" if run is not None else "none recorded"
+
+
+@click.group()
+def db() -> None:
+    """Move the members database between SQLite and PostgreSQL."""
+
+
+@db.command("copy")
+@click.option("--from", "source", required=True, help="The database to read: a SQLite file or a postgresql:// URL.")
+@click.option("--to", "target", required=True, help="The empty database to fill: a SQLite file or a postgresql:// URL.")
+def db_copy(source: str, target: str) -> None:
+    """Copy members, visibility, last known tracks, schedule and runs into an empty database.
+
+    One transaction: the target gets everything or nothing. The source is
+    only read. A password in either URL is never printed.
+    """
+    from app import members
+    from app import store_copy
+
+    try:
+        counts = store_copy.copy_database(source, target)
+    except members.DatabaseError as error:
+        raise ConfigError(str(error)) from None
+    except store_copy.CopyError as error:
+        raise ConfigError(str(error)) from None
+    click.echo(
+        f"copied {counts['members']} members, {counts['last_tracks']} last known tracks"
+        f" and {counts['runs']} runs to {store_copy.describe(target)}"
+    )
 
 
 @listens.command("warm")
@@ -261,6 +290,7 @@ def listens_purge_legacy() -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(listens)
+    app.cli.add_command(db)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
+
 from app.snapshot import Track
 from app.snapshot import format_time
 from app.snapshot import parse_time
@@ -57,6 +59,13 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT NOT NULL
 );
 """
+
+# The schema this code writes (PRAGMA user_version; PostgreSQL: the schema_version table).
+# A database with a newer one is refused and never written.
+SCHEMA_VERSION = 1
+
+# What a failed database call raises, on either engine.
+ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 # How many run summaries to keep for `listens status`.
 RUNS_KEPT = 50
@@ -104,12 +113,17 @@ class Member:
     next_poll_at: datetime | None = None
 
 
-def describe_failure(error: Exception, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> tuple[str, str]:
+def describe_failure(error: Exception, path: Path | str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> tuple[str, str]:
     """Given a database error, return its kind ("busy", "full", "readonly" or "error") and a one-line message.
 
     The message says what to do: a full disk and a read-only database are
     not a wrong LISTENS_DATABASE, and a lock held by somebody else passes.
+    PostgreSQL adds "unavailable": its server cannot be reached.
     """
+    if isinstance(error, psycopg.Error) or is_postgres(path):
+        from app import members_pg
+
+        return members_pg.describe_failure(error, str(path), busy_timeout_s)
     code = getattr(error, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     number = getattr(error, "errno", None)
@@ -152,20 +166,42 @@ def _nearly_full(path: Path) -> bool:
     return status.f_bavail * status.f_frsize < _NEARLY_FULL_BYTES
 
 
-def connect(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """Open (and create, with its folder) the members database at path.
+def is_postgres(database: object) -> bool:
+    """Return whether LISTENS_DATABASE names a PostgreSQL database (a URL) rather than a SQLite file."""
+    from app import members_pg
+
+    return members_pg.is_url(database)
+
+
+def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open (and create, with its folder) the members database at path, or at a postgresql:// URL.
 
     busy_timeout_s is how long each statement waits for another
     connection's write lock before raising "database is locked".
     """
+    if is_postgres(path):
+        from app import members_pg
+
+        return members_pg.connect(str(path), busy_timeout_s)
+    path = Path(path)
     connection = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise DatabaseError(
+                f"the members database {str(path)!r} has schema version {version}, newer than this release's"
+                f" {SCHEMA_VERSION}; upgrade listens on this host (nothing was written)",
+                kind="newer",
+            )
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(SCHEMA)
         _migrate(connection)
+        if version < SCHEMA_VERSION:
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OSError, sqlite3.Error) as error:
         if connection is not None:
             connection.close()
@@ -201,7 +237,7 @@ def validate_lastfm_username(lastfm_username: str) -> str:
 
 
 def _find(connection: sqlite3.Connection, username: str) -> sqlite3.Row:
-    row = connection.execute("SELECT * FROM members WHERE username = ?", (username,)).fetchone()
+    row = connection.execute("SELECT * FROM members WHERE lower(username) = lower(?)", (username,)).fetchone()
     if row is None:
         raise MembersError(f"no member named {username!r}; see 'listens users list'")
     return row
@@ -216,18 +252,19 @@ def add_member(
     with connection:
         connection.execute("BEGIN IMMEDIATE")
         existing = connection.execute(
-            "SELECT username, lastfm_username FROM members WHERE username = ? OR lastfm_username = ?",
+            "SELECT username, lastfm_username FROM members"
+            " WHERE lower(username) = lower(?) OR lower(lastfm_username) = lower(?)",
             (username, lastfm_username),
         ).fetchone()
         if existing is not None:
             if existing["username"].lower() == username.lower():
                 raise MembersError(f"a member named {existing['username']!r} already exists")
             raise MembersError(f"Last.fm user {lastfm_username!r} is already linked to member {existing['username']!r}")
-        cursor = connection.execute(
-            "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, ?, ?)",
+        new_id = connection.execute(
+            "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, ?, ?) RETURNING id",
             (username, lastfm_username, int(public), format_time(now)),
-        )
-    return Member(cursor.lastrowid, username, lastfm_username, public, "unknown")
+        ).fetchone()["id"]
+    return Member(new_id, username, lastfm_username, public, "unknown")
 
 
 def remove_member(connection: sqlite3.Connection, username: str) -> None:
@@ -256,7 +293,8 @@ def set_lastfm_username(connection: sqlite3.Connection, username: str, lastfm_us
         connection.execute("BEGIN IMMEDIATE")
         row = _find(connection, username)
         other = connection.execute(
-            "SELECT username FROM members WHERE lastfm_username = ? AND id != ?", (lastfm_username, row["id"])
+            "SELECT username FROM members WHERE lower(lastfm_username) = lower(?) AND id != ?",
+            (lastfm_username, row["id"]),
         ).fetchone()
         if other is not None:
             raise MembersError(f"Last.fm user {lastfm_username!r} is already linked to member {other['username']!r}")
@@ -291,7 +329,7 @@ def list_members(connection: sqlite3.Connection, *, public_only: bool = False) -
         "SELECT m.*, t.artist, t.album, t.track, t.url, t.image, t.played_at, t.now_playing, t.fetched_at"
         " FROM members m LEFT JOIN last_tracks t ON t.member_id = m.id"
         + (" WHERE m.public = 1" if public_only else "")
-        + " ORDER BY m.username COLLATE NOCASE"
+        + " ORDER BY lower(m.username), m.id"
     ).fetchall()
     return [
         Member(
@@ -319,6 +357,20 @@ class FetchOutcome:
     lastfm_username: str | None = None
 
 
+# Store a member's last known track, replacing the one before.
+_UPSERT_TRACK = {
+    "sqlite": "INSERT OR REPLACE INTO last_tracks"
+    " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "postgresql": "INSERT INTO last_tracks"
+    " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (member_id) DO UPDATE SET artist = excluded.artist, album = excluded.album,"
+    " track = excluded.track, url = excluded.url, image = excluded.image,"
+    " played_at = excluded.played_at, now_playing = excluded.now_playing, fetched_at = excluded.fetched_at",
+}
+
+
 def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutcome]) -> None:
     """Store a run's successful fetches and permanent failures in one transaction.
 
@@ -326,15 +378,21 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
     skipped, so a run never brings back data the member asked to hide; so is
     a member linked to another Last.fm account since (the outcome's
     lastfm_username), so an old account's track is never stored for the new.
+
+    A stored track is only ever replaced by one fetched at the same time or
+    later, and on PostgreSQL one run at a time writes (an advisory lock): two
+    warm hosts that both believe they hold the lease cannot interleave.
     """
     with connection:
         connection.execute("BEGIN IMMEDIATE")
+        if hasattr(connection, "lock_tracks"):
+            connection.lock_tracks()
         for outcome in outcomes:
             query = "SELECT 1 FROM members WHERE id = ? AND public = 1"
             parameters: tuple = (outcome.member_id,)
             if outcome.lastfm_username is not None:
-                # The column is COLLATE NOCASE, like Last.fm's own names.
-                query += " AND lastfm_username = ?"
+                # Case-insensitive, like Last.fm's own names.
+                query += " AND lower(lastfm_username) = lower(?)"
                 parameters += (outcome.lastfm_username,)
             visible = connection.execute(query, parameters).fetchone()
             if visible is None:
@@ -351,10 +409,15 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
                 connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (outcome.member_id,))
                 continue
             track = outcome.track
+            newer = connection.execute(
+                "SELECT 1 FROM last_tracks WHERE member_id = ? AND fetched_at > ?",
+                (outcome.member_id, format_time(track.fetched_at)),
+            ).fetchone()
+            if newer is not None:
+                # Only forward: an older run's late write never replaces a newer track.
+                continue
             connection.execute(
-                "INSERT OR REPLACE INTO last_tracks"
-                " (member_id, artist, album, track, url, image, played_at, now_playing, fetched_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _UPSERT_TRACK[getattr(connection, "dialect", "sqlite")],
                 (
                     outcome.member_id,
                     track.artist,
@@ -375,7 +438,9 @@ def record_run(
     """Keep a run's summary line for `listens status`, pruning old ones."""
     with connection:
         connection.execute(
-            "INSERT OR REPLACE INTO runs (generation, finished_at, exit_code, summary) VALUES (?, ?, ?, ?)",
+            "INSERT INTO runs (generation, finished_at, exit_code, summary) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (generation) DO UPDATE SET finished_at = excluded.finished_at,"
+            " exit_code = excluded.exit_code, summary = excluded.summary",
             (generation, format_time(finished_at), exit_code, summary),
         )
         connection.execute(

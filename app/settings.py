@@ -42,7 +42,8 @@ class Settings:
     lastfm_api_key: str | None = dataclasses.field(default=None, repr=False)
     memcached_servers: tuple[str, ...] = (DEFAULT_MEMCACHED,)
     lastfm_url: str = REAL_LASTFM_URL
-    database: Path = DEFAULT_DATABASE
+    # A SQLite file, or a postgresql:// URL (str) shared by several warm hosts.
+    database: Path | str = DEFAULT_DATABASE
     lock_file: Path | None = None
     key_prefix: str = DEFAULT_KEY_PREFIX
     fresh_s: int = 420
@@ -65,7 +66,8 @@ class Settings:
         """Return the local lock file: explicit, or beside the database."""
         if self.lock_file is not None:
             return self.lock_file
-        return self.database.with_name(self.database.name + ".lock")
+        database = self.database if isinstance(self.database, Path) else DEFAULT_DATABASE
+        return database.with_name(database.name + ".lock")
 
     @property
     def uses_real_lastfm(self) -> bool:
@@ -142,6 +144,19 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(value).expanduser()
 
 
+def _parse_database(raw: str) -> Path | str:
+    """Parse LISTENS_DATABASE: a postgresql:// URL stays a string, anything else is a SQLite file path.
+
+    The URL is checked when the database is opened, so the CLI and the warm
+    job both refuse a bad one with a one-line error (exit 2) that hides its password.
+    """
+    from app import members_pg
+
+    if members_pg.is_url(raw):
+        return raw.strip()
+    return _parse_path("LISTENS_DATABASE", raw)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from LASTFM_API_KEY and the LISTENS_* variables.
 
@@ -163,7 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if (raw := get("LISTENS_LASTFM_URL")) is not None:
         values["lastfm_url"] = _parse_url("LISTENS_LASTFM_URL", raw)
     if (raw := get("LISTENS_DATABASE")) is not None:
-        values["database"] = _parse_path("LISTENS_DATABASE", raw)
+        values["database"] = _parse_database(raw)
     if (raw := get("LISTENS_LOCK_FILE")) is not None:
         values["lock_file"] = _parse_path("LISTENS_LOCK_FILE", raw)
     if (raw := get("LISTENS_KEY_PREFIX")) is not None:

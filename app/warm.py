@@ -14,7 +14,6 @@ import logging
 import os
 import queue
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -329,7 +328,7 @@ def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
             finally:
                 lock.release()
     except members.DatabaseError as error:
-        if error.kind in ("busy", "full"):
+        if error.kind in ("busy", "full", "unavailable"):
             # Somebody else's lock passes, a disk gets freed: neither is a configuration error.
             result.outcome, result.exit_code, result.db = "failed", EXIT_FAILED, error.kind
         else:
@@ -438,8 +437,11 @@ def _write_database(settings: Settings, result: RunResult, what: str, write: Cal
     """Run write; when the database refuses it, name why in result.db and log one line, never raise."""
     try:
         write()
-    except sqlite3.Error as error:
+    except members.ERRORS as error:
         kind, message = members.describe_failure(error, settings.database, settings.db_busy_s)
+        if kind == "unavailable":
+            # The shared database is gone (and its guard with it): publish nothing, exit 1.
+            raise members.DatabaseError(message, kind=kind) from None
         result.db = result.db or kind
         logger.error("could not store %s: %s", what, message)
 
@@ -448,7 +450,7 @@ def _current_members(connection, read_before: list[members.Member]) -> list[memb
     """Return the public members as they are now; the list read before, if the database cannot say."""
     try:
         return members.list_members(connection, public_only=True)
-    except sqlite3.Error as error:
+    except members.ERRORS as error:
         logger.warning("could not read the members again (%s); using the list read at the start", error)
         return read_before
 
@@ -475,7 +477,7 @@ def _linked_now(connection, tracks: list[Track]) -> list[Track]:
     """Return the tracks still linked to their member as the database says now; all of them if it cannot say."""
     try:
         return _still_linked(tracks, members.list_members(connection, public_only=True))
-    except sqlite3.Error as error:
+    except members.ERRORS as error:
         logger.warning("could not check the members again: %s", error)
         return tracks
 

@@ -26,6 +26,9 @@ command -v useradd >/dev/null 2>&1 || missing+=(passwd)
 # node_exporter). On a machine running systemd the package also enables a
 # local Prometheus server; `systemctl disable --now prometheus` if unwanted.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# tests: a throwaway PostgreSQL server (initdb into a temporary folder) for the
+# members store on PostgreSQL. (Debian also starts its own cluster; unused.)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 for package in libmemcached-dev zlib1g-dev gcc; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
