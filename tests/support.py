@@ -16,11 +16,17 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 
 import requests
 
+from app import cache
 from app import members
+from app import publisher
+from app.snapshot import Snapshot
+from app.snapshot import Track
+from app.snapshot import generation_from
 
 REPO = Path(__file__).resolve().parent.parent
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
@@ -419,3 +425,24 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def publish_aged(settings, prefix: str, *, age: timedelta, tracks: int = 1) -> Snapshot:
+    """Publish a snapshot of tracks copies of one track whose newest fetch is age old, as the warm job would."""
+    updated = datetime.now(UTC) - age
+    track = Track(
+        username="alice",
+        lastfm_username="alice",
+        artist="Low",
+        album="Things We Lost in the Fire",
+        track="Sunflower",
+        url="https://www.last.fm/music/Low/_/Sunflower",
+        image="",
+        played_at=updated,
+        now_playing=False,
+        fetched_at=updated,
+    )
+    snapshot = Snapshot(generation=generation_from(updated), last_updated=updated, tracks=(track,) * tracks, stats={})
+    client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
+    assert publisher.publish_snapshot(client, prefix, snapshot, expiry_s=3600) == publisher.PublishOutcome.PUBLISHED
+    return snapshot

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-from datetime import datetime
 from datetime import timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import cache
-from app import publisher
 from app.snapshot import Snapshot
-from app.snapshot import Track
-from app.snapshot import generation_from
+from tests import support
 
 pytestmark = pytest.mark.integration
 
 
 def publish(settings, *, age: timedelta, tracks: int) -> Snapshot:
-    updated = datetime.now(UTC) - age
-    track = Track(
-        username="alice",
-        lastfm_username="alice",
-        artist="Low",
-        album="Things We Lost in the Fire",
-        track="Sunflower",
-        url="https://www.last.fm/music/Low/_/Sunflower",
-        image="",
-        played_at=updated,
-        now_playing=False,
-        fetched_at=updated,
-    )
-    snapshot = Snapshot(generation=generation_from(updated), last_updated=updated, tracks=(track,) * tracks, stats={})
-    client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
-    assert publisher.publish_snapshot(client, settings.key_prefix, snapshot, expiry_s=3600).value == "published"
-    return snapshot
+    """Publish a snapshot whose newest fetch is age old, as the warm job would."""
+    return support.publish_aged(settings, settings.key_prefix, age=age, tracks=tracks)
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:

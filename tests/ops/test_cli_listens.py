@@ -13,13 +13,9 @@ from datetime import timedelta
 
 import pytest
 
-from app import cache
 from app import create_app
-from app import publisher
 from app.snapshot import Snapshot
-from app.snapshot import Track
 from app.snapshot import format_time
-from app.snapshot import generation_from
 from app.snapshot import legacy_keys
 from app.snapshot import pointer_key
 from app.snapshot import snapshot_key
@@ -62,24 +58,7 @@ def answer_everyone(stub: LastfmStub, *names: str) -> None:
 
 def publish(settings, *, age: timedelta, tracks: int = 1) -> Snapshot:
     """Publish a snapshot whose newest fetch is age old, as the warm job would."""
-    now = datetime.now(UTC)
-    updated = now - age
-    track = Track(
-        username="alice",
-        lastfm_username="alice",
-        artist="Low",
-        album="Things We Lost in the Fire",
-        track="Sunflower",
-        url="https://www.last.fm/music/Low/_/Sunflower",
-        image="",
-        played_at=updated,
-        now_playing=False,
-        fetched_at=updated,
-    )
-    snapshot = Snapshot(generation=generation_from(updated), last_updated=updated, tracks=(track,) * tracks, stats={})
-    client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
-    assert publisher.publish_snapshot(client, PREFIX, snapshot, expiry_s=3600) == publisher.PublishOutcome.PUBLISHED
-    return snapshot
+    return support.publish_aged(settings, PREFIX, age=age, tracks=tracks)
 
 
 def status_fields(output: str) -> dict[str, str]:
