@@ -47,8 +47,11 @@ def make_snapshot(generation: int, now: datetime) -> Snapshot:
 
 
 def publish(servers: tuple[str, ...], generation: int, now: datetime) -> None:
-    # The reader's short timeouts, so a hung server only costs a failover.
-    client = cache.connect(servers)
+    # The warm job's client and timeouts. With the reader's 150 ms, a write
+    # whose key hashes to two hung servers in turn can meet the second while
+    # it is still "disabled until timed retry" and not yet out of the ring,
+    # and give up; the warm job's 2 s time-outs outlast that window.
+    client = cache.connect(servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
     outcome = publisher.publish_snapshot(client, PREFIX, make_snapshot(generation, now), expiry_s=3600)
     assert outcome is publisher.PublishOutcome.PUBLISHED
 
