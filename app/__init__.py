@@ -14,9 +14,9 @@ from datetime import datetime
 
 from flask import Flask
 
-from app.reader import SnapshotReader
-from app.settings import Settings
-from app.settings import load_settings
+from app.core.settings import Settings
+from app.core.settings import load_settings
+from app.web.reader import SnapshotReader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,8 @@ def utc_now() -> datetime:
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> Flask:
     """Build the app from settings (default: the environment); clock gives the views' "now"."""
-    app = Flask(__name__)
+    # Templates and static files live with the web side; they are still served under /static.
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     settings = settings if settings is not None else load_settings()
     reader = SnapshotReader(
         settings.memcached_servers,
@@ -48,9 +49,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.extensions["listens"] = Listens(settings, reader, clock)
 
     from app import cli
-    from app import errors
-    from app import metrics
-    from app import views
+    from app.web import errors
+    from app.web import metrics
+    from app.web import views
 
     views.init_app(app)
     metrics.init_app(app)

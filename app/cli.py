@@ -15,14 +15,14 @@ from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
 
-from app import cache
-from app.snapshot import SnapshotInvalidError
-from app.snapshot import State
-from app.snapshot import decode_pointer
-from app.snapshot import format_time
-from app.snapshot import legacy_keys
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache
+from app.core.snapshot import SnapshotInvalidError
+from app.core.snapshot import State
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import format_time
+from app.core.snapshot import legacy_keys
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 
 users = AppGroup("users", help="Manage the members whose listens are shown.")
 listens = AppGroup("listens", help="Operate the listens cache: status, warm, purge-legacy.")
@@ -39,7 +39,7 @@ def _settings():
 
 
 def _open_members():
-    from app import members
+    from app.warm import members
 
     try:
         return members.connect(_settings().database)
@@ -48,7 +48,7 @@ def _open_members():
 
 
 def _members_call(function, *args, **kwargs):
-    from app import members
+    from app.warm import members
 
     connection = _open_members()
     try:
@@ -65,7 +65,7 @@ def _members_call(function, *args, **kwargs):
 @click.option("--private", is_flag=True, help="Add the member without showing their listens.")
 def users_add(name: str, lastfm_username: str, private: bool) -> None:
     """Add member NAME linked to a Last.fm account."""
-    from app import members
+    from app.warm import members
 
     member = _members_call(members.add_member, name, lastfm_username, public=not private, now=datetime.now(UTC))
     visibility = "public" if member.public else "private"
@@ -75,7 +75,7 @@ def users_add(name: str, lastfm_username: str, private: bool) -> None:
 @users.command("list")
 def users_list() -> None:
     """List members, their Last.fm names, visibility and last known track."""
-    from app import members
+    from app.warm import members
 
     rows = _members_call(members.list_members)
     if not rows:
@@ -92,7 +92,7 @@ def users_list() -> None:
 @click.argument("name")
 def users_remove(name: str) -> None:
     """Remove member NAME and forget their last known track."""
-    from app import members
+    from app.warm import members
 
     _members_call(members.remove_member, name)
     click.echo(f"removed {name}; they disappear from the page on the next warm run")
@@ -103,7 +103,7 @@ def users_remove(name: str) -> None:
 @click.argument("visibility", type=click.Choice(["public", "private"]))
 def users_set_visibility(name: str, visibility: str) -> None:
     """Show (public) or hide (private) member NAME's listens."""
-    from app import members
+    from app.warm import members
 
     member = _members_call(members.set_visibility, name, visibility == "public")
     click.echo(f"{member.username} is now {visibility}; the page follows on the next warm run")
@@ -114,7 +114,7 @@ def users_set_visibility(name: str, visibility: str) -> None:
 @click.argument("lastfm_username")
 def users_set_lastfm(name: str, lastfm_username: str) -> None:
     """Link member NAME to another Last.fm account."""
-    from app import members
+    from app.warm import members
 
     member = _members_call(members.set_lastfm_username, name, lastfm_username)
     click.echo(f"{member.username} is now linked to Last.fm {member.lastfm_username}")
@@ -212,7 +212,7 @@ def _describe_legacy_keys(client, prefix: str) -> str:
 
 
 def _describe_last_run(database) -> str:
-    from app import members
+    from app.warm import members
 
     # Runs are recorded on the warm host; a web host has no database.
     if hasattr(database, "exists") and not database.exists():
@@ -242,8 +242,8 @@ def db_copy(source: str, target: str) -> None:
     One transaction: the target gets everything or nothing. The source is
     only read. A password in either URL is never printed.
     """
-    from app import members
-    from app import store_copy
+    from app.warm import members
+    from app.warm import store_copy
 
     try:
         counts = store_copy.copy_database(source, target)
@@ -260,23 +260,23 @@ def db_copy(source: str, target: str) -> None:
 @listens.command("warm")
 def listens_warm() -> None:
     """Run one warm cycle now: the same job the systemd timer runs."""
-    from app import warm
-    from app.settings import SettingsError
+    from app.core.settings import SettingsError
+    from app.warm import job
 
     settings = _settings()
     try:
         settings.require_lastfm_key()
     except SettingsError as error:
         raise ConfigError(str(error)) from None
-    warm.configure_logging()
-    result = warm.run(settings)
+    job.configure_logging()
+    result = job.run(settings)
     raise SystemExit(result.exit_code)
 
 
 @listens.command("purge-legacy")
 def listens_purge_legacy() -> None:
     """Delete the old system's cache keys (never read as data)."""
-    from app import publisher
+    from app.warm import publisher
 
     settings = _settings()
     client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)

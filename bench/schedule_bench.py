@@ -19,9 +19,9 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
-from app import schedule
-from app.members import Member
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import schedule
+from app.warm.members import Member
 
 CYCLE = timedelta(minutes=5)
 START = datetime(2026, 12, 1, tzinfo=UTC)

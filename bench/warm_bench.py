@@ -29,7 +29,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
-from app import members
+from app.warm import members
 from tests.support import REPO
 from tests.support import FakeLastfm
 from tests.support import MemcachedProcess
@@ -38,10 +38,10 @@ from tests.support import service_env
 # Runs one warm cycle in this child and prints its own peak RSS (KiB) last.
 CHILD = """
 import resource, sys
-from app import warm
-from app.settings import load_settings
-warm.configure_logging()
-code = warm.run(load_settings()).exit_code
+from app.warm import job
+from app.core.settings import load_settings
+job.configure_logging()
+code = job.run(load_settings()).exit_code
 print(f"maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
 sys.exit(code)
 """

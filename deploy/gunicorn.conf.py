@@ -80,16 +80,16 @@ errorlog = "-"
 
 
 def _load_logs():
-    """Load app/logs.py by its path, without importing the app package in gunicorn's master.
+    """Load app/core/logs.py by its path, without importing the app package in gunicorn's master.
 
     A master that imported the app would fork workers with the old release's
     modules after a HUP; the workers import the app themselves.
     """
-    path = os.path.join(chdir, "app", "logs.py")
+    path = os.path.join(chdir, "app", "core", "logs.py")
     if not os.path.exists(path):
         # An installed release: the package is in its virtualenv, not beside
         # deploy/. find_spec of a top-level package locates it without importing it.
-        path = os.path.join(importlib.util.find_spec("app").submodule_search_locations[0], "logs.py")
+        path = os.path.join(importlib.util.find_spec("app").submodule_search_locations[0], "core", "logs.py")
     spec = importlib.util.spec_from_file_location("listens_logs", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,7 +100,7 @@ _logs = _load_logs()
 # One line per event (a traceback's line breaks escaped), shared with the warm job.
 OneLineFormatter = _logs.OneLineFormatter
 
-# One key=value line per event, like the warm job's (app/warm.py); journald
+# One key=value line per event, like the warm job's (app/warm/job.py); journald
 # adds the time, so the line does not. Without this, the app's own warnings
 # (app.reader: an invalid snapshot, memcached unavailable) reach stderr through
 # Python's last-resort handler as a bare message, without level or logger.

@@ -21,16 +21,16 @@ import threading
 import time
 import urllib.parse
 
-from app.lastfm import ERROR_INVALID_API_KEY
-from app.lastfm import ERROR_LOGIN_REQUIRED
-from app.lastfm import ERROR_OPERATION_FAILED
-from app.lastfm import ERROR_RATE_LIMIT_EXCEEDED
-from app.lastfm import ERROR_SERVICE_OFFLINE
-from app.lastfm import ERROR_SUSPENDED_API_KEY
-from app.lastfm import ERROR_TEMPORARILY_UNAVAILABLE
-from app.lastfm import ERROR_USER_NOT_FOUND
-from app.lastfm import METHOD
-from app.lastfm import PLACEHOLDER_IMAGE_ID
+from app.warm.lastfm import ERROR_INVALID_API_KEY
+from app.warm.lastfm import ERROR_LOGIN_REQUIRED
+from app.warm.lastfm import ERROR_OPERATION_FAILED
+from app.warm.lastfm import ERROR_RATE_LIMIT_EXCEEDED
+from app.warm.lastfm import ERROR_SERVICE_OFFLINE
+from app.warm.lastfm import ERROR_SUSPENDED_API_KEY
+from app.warm.lastfm import ERROR_TEMPORARILY_UNAVAILABLE
+from app.warm.lastfm import ERROR_USER_NOT_FOUND
+from app.warm.lastfm import METHOD
+from app.warm.lastfm import PLACEHOLDER_IMAGE_ID
 
 # Not __name__: that is "__main__" when the module is run with -m.
 logger = logging.getLogger("devtools.fake_lastfm")

@@ -13,7 +13,7 @@ from pathlib import Path
 # Run from a checkout without the package installed; installed, `listens-warm` is the same.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import warm  # noqa: E402
+from app.warm import job  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(warm.console_main())
+    sys.exit(job.console_main())

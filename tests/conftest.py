@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.support import TEST_API_KEY
 from tests.support import MemcachedProcess
 

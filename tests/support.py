@@ -21,12 +21,12 @@ from pathlib import Path
 
 import requests
 
-from app import cache
-from app import members
-from app import publisher
-from app.snapshot import Snapshot
-from app.snapshot import Track
-from app.snapshot import generation_from
+from app.core import cache
+from app.core.snapshot import Snapshot
+from app.core.snapshot import Track
+from app.core.snapshot import generation_from
+from app.warm import members
+from app.warm import publisher
 
 REPO = Path(__file__).resolve().parent.parent
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"

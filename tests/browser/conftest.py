@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import warm
-from app.settings import load_settings
+from app.core.settings import load_settings
+from app.warm import job
 from tests import support
 from tests.browser.helpers import CHROMIUM
 from tests.browser.helpers import CHROMIUM_ARGS
@@ -83,7 +83,7 @@ class Stack:
         """Publish a snapshot as a warm run started at moment would have (Last.fm's clock too)."""
         self.lastfm.control("clock", {"now": moment.timestamp()})
         try:
-            result = warm.run(load_settings(self.env), now=moment)
+            result = job.run(load_settings(self.env), now=moment)
         finally:
             self.lastfm.control("clock", {"now": None})
         assert result.outcome == "published", result.summary()

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from app.filters import relative_time
-from app.snapshot import parse_time
-from app.snapshot import safe_page_url
+from app.core.snapshot import parse_time
+from app.core.snapshot import safe_page_url
+from app.web.filters import relative_time
 from tests.browser.helpers import DEMO_MODES
 from tests.browser.helpers import DESKTOP
 from tests.browser.helpers import IMAGE_HOST
@@ -131,7 +131,7 @@ def test_static_urls_carry_content_hash_and_are_cached_for_a_year(site):
     assert {url.split("?")[0] for url in urls} >= expected
     for url in urls:
         path, version = url.split("?v=")
-        assert version == hashlib.sha256((REPO / "app" / path.lstrip("/")).read_bytes()).hexdigest()[:12]
+        assert version == hashlib.sha256((REPO / "app" / "web" / path.lstrip("/")).read_bytes()).hexdigest()[:12]
         response = requests.get(site.web.url + url, timeout=5)
         assert response.status_code == 200
         assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"

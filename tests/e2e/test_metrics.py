@@ -17,10 +17,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.snapshot import decode_pointer
-from app.snapshot import pointer_key
-from app.warm_metrics import MEMBER_RESULTS
-from app.warm_metrics import OUTCOMES
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import pointer_key
+from app.warm.metrics import MEMBER_RESULTS
+from app.warm.metrics import OUTCOMES
 from tests.support import REPO
 from tests.support import WARM_SCRIPT
 from tests.support import FakeLastfm

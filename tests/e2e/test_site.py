@@ -12,9 +12,9 @@ import time
 import pytest
 import requests
 
-from app.snapshot import decode_pointer
-from app.snapshot import legacy_keys
-from app.snapshot import pointer_key
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import legacy_keys
+from app.core.snapshot import pointer_key
 from tests.support import REPO
 from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
@@ -44,16 +44,16 @@ WRITE_COUNTERS = (
     "decr_hits",
 )
 
-# Runs warm.run in a child process and SIGKILLs it at one protocol step.
+# Runs job.run in a child process and SIGKILLs it at one protocol step.
 KILL_AT_STEP = """
 import os, signal, sys
-from app import warm
-from app.settings import load_settings
+from app.warm import job
+from app.core.settings import load_settings
 step = sys.argv[1]
 def checkpoint(name):
     if name == step:
         os.kill(os.getpid(), signal.SIGKILL)
-result = warm.run(load_settings(), checkpoint=checkpoint)
+result = job.run(load_settings(), checkpoint=checkpoint)
 sys.exit(result.exit_code)
 """
 

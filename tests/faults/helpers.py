@@ -21,11 +21,11 @@ from pathlib import Path
 
 import requests
 
-from app.snapshot import Pointer
-from app.snapshot import decode_pointer
-from app.snapshot import lease_key
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core.snapshot import Pointer
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import lease_key
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 from tests import support
 from tests.support import REPO
 from tests.support import FakeLastfm

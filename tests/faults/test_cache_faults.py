@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app import cache as cache_module
-from app import members
-from app import reader as reader_module
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache as cache_module
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
+from app.warm import members
+from app.web import reader as reader_module
 from tests.faults.helpers import API_PATH
 from tests.faults.helpers import PREFIX
 from tests.faults.helpers import PageParser

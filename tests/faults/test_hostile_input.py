@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.snapshot import LASTFM_IMAGE_HOST_SUFFIXES
-from app.snapshot import LASTFM_IMAGE_HOSTS
-from app.snapshot import LASTFM_PAGE_HOSTS
-from app.snapshot import MAX_TEXT_CHARS
+from app.core.snapshot import LASTFM_IMAGE_HOST_SUFFIXES
+from app.core.snapshot import LASTFM_IMAGE_HOSTS
+from app.core.snapshot import LASTFM_PAGE_HOSTS
+from app.core.snapshot import MAX_TEXT_CHARS
 from tests.faults.helpers import API_PATH
 from tests.faults.helpers import PageParser
 from tests.faults.helpers import Stack

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import members
+from app.warm import members
 from tests.faults.helpers import snapshot_at
 from tests.faults.helpers import summary_of
 from tests.support import REPO

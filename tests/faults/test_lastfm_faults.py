@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app import members
+from app.warm import members
 from tests.faults.helpers import counts_of
 from tests.faults.helpers import summary_of
 

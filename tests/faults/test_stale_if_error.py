@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.views import PUBLIC_CACHE
-from app.views import SHORT_CACHE
+from app.web.views import PUBLIC_CACHE
+from app.web.views import SHORT_CACHE
 from tests.faults.helpers import API_PATH
 from tests.faults.helpers import PageParser
 from tests.faults.helpers import page_state

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.snapshot import lease_key
+from app.core.snapshot import lease_key
 from tests.faults.helpers import PREFIX
 from tests.faults.helpers import Stack
 from tests.faults.helpers import cache_delete

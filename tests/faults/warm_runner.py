@@ -2,7 +2,7 @@
 
 Usage: python -m tests.faults.warm_runner --control DIR [--pause-at STEP ...] [--now-offset SECONDS]
 
-At the first occurrence of each STEP (warm.run's checkpoints: "fetched",
+At the first occurrence of each STEP (job.run's checkpoints: "fetched",
 "snapshot-written", "read-back", "pointer-read", "pointer-swapped") it writes
 DIR/STEP.reached holding the run's generation, then waits for DIR/STEP.go
 (written by the test) before going on. A run never released within
@@ -22,9 +22,9 @@ from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 
-from app import warm
-from app.settings import SettingsError
-from app.settings import load_settings
+from app.core.settings import SettingsError
+from app.core.settings import load_settings
+from app.warm import job
 
 RELEASE_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.005
@@ -39,7 +39,7 @@ def make_checkpoint(control: Path, pause_at: set[str]):
         if step not in pause_at or step in seen:
             return
         seen.add(step)
-        (control / f"{step}.reached").write_text(warm.current_generation.get())
+        (control / f"{step}.reached").write_text(job.current_generation.get())
         released = control / f"{step}.go"
         deadline = time.monotonic() + RELEASE_TIMEOUT_S
         while not released.exists():
@@ -58,18 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-at", action="append", default=[])
     parser.add_argument("--now-offset", type=float, default=None)
     arguments = parser.parse_args(argv)
-    warm.configure_logging()
+    job.configure_logging()
     try:
         settings = load_settings()
         settings.require_lastfm_key()
     except SettingsError as error:
-        warm.logger.error("%s", error)
-        return warm.EXIT_CONFIG
+        job.logger.error("%s", error)
+        return job.EXIT_CONFIG
     now = None
     if arguments.now_offset is not None:
         now = datetime.now(UTC) + timedelta(seconds=arguments.now_offset)
     checkpoint = make_checkpoint(arguments.control, set(arguments.pause_at))
-    return warm.run(settings, now=now, checkpoint=checkpoint).exit_code
+    return job.run(settings, now=now, checkpoint=checkpoint).exit_code
 
 
 if __name__ == "__main__":

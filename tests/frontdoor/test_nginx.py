@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from app.errors import SECURITY_HEADERS
-from app.views import PUBLIC_CACHE
+from app.web.errors import SECURITY_HEADERS
+from app.web.views import PUBLIC_CACHE
 from tests.frontdoor.helpers import API_PATH
 from tests.frontdoor.helpers import FrontDoor
 from tests.frontdoor.helpers import exchange

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 
 from app import create_app
-from app import warm
-from app.views import PUBLIC_CACHE
-from app.views import SHORT_CACHE
+from app.warm import job
+from app.web.views import PUBLIC_CACHE
+from app.web.views import SHORT_CACHE
 from tests import support
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
@@ -64,7 +64,7 @@ def test_answers_with_a_snapshot_keep_the_public_cache(state, settings, memcache
             stub.answers[name] = {"recenttracks": {"track": [], "@attr": {"user": name}}}
         else:
             stub.answers[name] = recent_payload(name, "Low", "Words", played=played - timedelta(minutes=1))
-    assert warm.run(settings, now=played).exit_code == 0
+    assert job.run(settings, now=played).exit_code == 0
 
     for path, (shown, control) in answers(client).items():
         assert shown == state, path
@@ -77,7 +77,7 @@ def test_recovery_from_warming_changes_the_cache_policy(settings, memcached, stu
     support.add_members(settings.database, NAMES, now=now)
     for name in NAMES:
         stub.answers[name] = recent_payload(name, "Low", "Words", played=now - timedelta(minutes=1))
-    warm.run(settings, now=now)
+    job.run(settings, now=now)
     after = answers(client)
 
     assert {control for _, control in before.values()} == {SHORT_CACHE}

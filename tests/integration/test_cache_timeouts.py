@@ -16,7 +16,7 @@ import time
 import pylibmc
 import pytest
 
-from app import cache
+from app.core import cache
 from tests.support import MemcachedProcess
 
 pytestmark = pytest.mark.integration

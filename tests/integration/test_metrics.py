@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.snapshot import Snapshot
+from app.core.snapshot import Snapshot
 from tests import support
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from app import cache
 from app import create_app
-from app.publisher import publish_snapshot
-from app.snapshot import Snapshot
-from app.snapshot import Track
-from app.snapshot import generation_from
+from app.core import cache
+from app.core.snapshot import Snapshot
+from app.core.snapshot import Track
+from app.core.snapshot import generation_from
+from app.warm.publisher import publish_snapshot
 from tests.support import REPO
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def test_page_stays_within_its_budget(items, track_chars, budget, settings, memc
 
 
 def test_stylesheet_and_scripts_stay_within_their_budgets():
-    static = REPO / "app" / "static"
+    static = REPO / "app" / "web" / "static"
 
     assert len((static / "style.css").read_bytes()) < CSS_BUDGET
     assert len((static / "refresh.js").read_bytes()) < SCRIPT_BUDGET

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from app import cache
-from app import publisher
-from app.reader import SnapshotReader
-from app.snapshot import Pointer
-from app.snapshot import State
-from app.snapshot import encode_pointer
-from app.snapshot import pointer_key
+from app.core import cache
+from app.core.snapshot import Pointer
+from app.core.snapshot import State
+from app.core.snapshot import encode_pointer
+from app.core.snapshot import pointer_key
+from app.warm import publisher
+from app.web.reader import SnapshotReader
 from tests.model.protocol import BASE_TIME
 from tests.model.protocol import make_snapshot
 from tests.support import MemcachedProcess

@@ -8,9 +8,9 @@ import pytest
 from flask import template_rendered
 
 from app import create_app
-from app import warm
-from app.reader import SnapshotReader
-from app.settings import load_settings
+from app.core.settings import load_settings
+from app.warm import job
+from app.web.reader import SnapshotReader
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
@@ -37,13 +37,13 @@ def stub(settings, memcached):
 
 
 def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(settings, memcached, stub):
-    first = warm.run(settings, now=T0)
+    first = job.run(settings, now=T0)
     clock = FakeClock()
     reader = SnapshotReader(
         settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock
     )
     assert reader.read(T0).generation == first.generation
-    second = warm.run(settings, now=T0 + timedelta(minutes=5))
+    second = job.run(settings, now=T0 + timedelta(minutes=5))
     gets_before = memcached_stats(memcached.address)["cmd_get"]
 
     clock.now += 0.4
@@ -57,7 +57,7 @@ def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(
 
 
 def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
-    warm.run(settings, now=T0)
+    job.run(settings, now=T0)
     reader = SnapshotReader(
         settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock()
     )
@@ -84,7 +84,7 @@ def page_bodies(settings, minutes: tuple[int, ...]) -> tuple[list[set[bytes]], i
 
 
 def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, memcached, stub):
-    warm.run(settings, now=T0)
+    job.run(settings, now=T0)
 
     bodies, renders = page_bodies(settings, (0, 0, 0, 0))
 
@@ -92,7 +92,7 @@ def test_page_is_rendered_once_while_generation_state_and_minute_stay(settings, 
 
 
 def test_page_is_rendered_again_when_the_minute_turns(settings, memcached, stub):
-    warm.run(settings, now=T0)
+    job.run(settings, now=T0)
 
     (first, second), renders = page_bodies(settings, (0, 1))
 
@@ -101,13 +101,13 @@ def test_page_is_rendered_again_when_the_minute_turns(settings, memcached, stub)
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])
 def test_conditional_get_answers_304_until_the_generation_changes(path, settings, memcached, stub):
-    first = warm.run(settings, now=T0)
+    first = job.run(settings, now=T0)
     client = create_app(settings).test_client()
     response = client.get(path)
     etag = response.headers["ETag"]
 
     again = client.get(path, headers={"If-None-Match": etag})
-    warm.run(settings, now=T0 + timedelta(minutes=5))
+    job.run(settings, now=T0 + timedelta(minutes=5))
     changed = client.get(path, headers={"If-None-Match": etag})
 
     assert response.status_code == 200 and "Last-Modified" in response.headers
@@ -118,7 +118,7 @@ def test_conditional_get_answers_304_until_the_generation_changes(path, settings
 
 
 def test_cache_control_lets_browsers_and_proxies_reuse_briefly(settings, memcached, stub):
-    warm.run(settings, now=T0)
+    job.run(settings, now=T0)
     client = create_app(settings).test_client()
 
     for path in ("/", "/api/internal/user-listens"):

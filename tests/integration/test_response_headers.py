@@ -8,7 +8,7 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from app import create_app
-from app import warm
+from app.warm import job
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
@@ -27,7 +27,7 @@ def stub(settings, memcached):
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])
 def test_hooks_copy_slice_and_change_the_headers_of_a_page_and_of_a_304(path, settings, memcached, stub):
-    assert warm.run(settings, now=T0).exit_code == 0
+    assert job.run(settings, now=T0).exit_code == 0
     app = create_app(settings)
     seen = []
 

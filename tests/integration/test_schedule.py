@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from app import members
-from app import warm
+from app.warm import job
+from app.warm import members
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.integration.test_protocol import T0
@@ -44,7 +44,7 @@ def schedule_of(settings) -> dict[str, object]:
 def test_run_polls_only_its_budget_and_defers_the_rest(short_budget, memcached, stub):
     add_members(short_budget, *NAMES)
 
-    result = warm.run(short_budget, now=T0)
+    result = job.run(short_budget, now=T0)
 
     assert (result.fetched, result.deferred, result.failed) == (2, 2, 0)
     assert sorted(stub.calls) == ["alice", "bob"]
@@ -55,7 +55,7 @@ def test_runs_take_turns_so_every_member_is_polled(short_budget, memcached, stub
     add_members(short_budget, *NAMES)
 
     for cycle in range(2):
-        warm.run(short_budget, now=T0 + timedelta(minutes=5 * cycle))
+        job.run(short_budget, now=T0 + timedelta(minutes=5 * cycle))
 
     assert sorted(stub.calls) == sorted(NAMES)
     assert all(due is not None and due > T0 for due in schedule_of(short_budget).values())
@@ -65,10 +65,10 @@ def test_member_who_starts_playing_is_polled_every_cycle(short_budget, memcached
     add_members(short_budget, *NAMES)
     stub.answers["dave"] = recent_payload("dave", "Low", "Lullaby", now_playing=True)
     for cycle in range(2):
-        warm.run(short_budget, now=T0 + timedelta(minutes=5 * cycle))
+        job.run(short_budget, now=T0 + timedelta(minutes=5 * cycle))
     stub.calls.clear()
 
-    warm.run(short_budget, now=T0 + timedelta(minutes=10))
+    job.run(short_budget, now=T0 + timedelta(minutes=10))
 
     assert "dave" in stub.calls
     assert schedule_of(short_budget)["dave"] == T0 + timedelta(minutes=10)
@@ -77,7 +77,7 @@ def test_member_who_starts_playing_is_polled_every_cycle(short_budget, memcached
 def test_quiet_member_backs_off_up_to_the_ceiling(settings, memcached, stub):
     add_members(settings, *NAMES)
 
-    warm.run(settings, now=T0)
+    job.run(settings, now=T0)
 
     due = schedule_of(settings)
     assert due["alice"] == T0 + timedelta(seconds=settings.max_poll_interval_s)

@@ -17,17 +17,17 @@ from datetime import timedelta
 
 import greenlet
 
-from app import cache
-from app import publisher
-from app.reader import SnapshotReader
-from app.snapshot import Snapshot
-from app.snapshot import SnapshotInvalidError
-from app.snapshot import State
-from app.snapshot import Track
-from app.snapshot import decode_pointer
-from app.snapshot import decode_snapshot
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache
+from app.core.snapshot import Snapshot
+from app.core.snapshot import SnapshotInvalidError
+from app.core.snapshot import State
+from app.core.snapshot import Track
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import decode_snapshot
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
+from app.warm import publisher
+from app.web.reader import SnapshotReader
 
 PREFIX = "model"
 EXPIRY_S = 3600

@@ -17,7 +17,7 @@ import dataclasses
 
 import pytest
 
-from app import publisher
+from app.warm import publisher
 from tests.model.protocol import PREFIX
 from tests.model.protocol import Checker
 from tests.model.protocol import Clients

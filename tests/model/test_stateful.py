@@ -24,12 +24,12 @@ from hypothesis.stateful import precondition
 from hypothesis.stateful import rule
 from hypothesis.stateful import run_state_machine_as_test
 
-from app.snapshot import Pointer
-from app.snapshot import State
-from app.snapshot import encode_pointer
-from app.snapshot import encode_snapshot
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core.snapshot import Pointer
+from app.core.snapshot import State
+from app.core.snapshot import encode_pointer
+from app.core.snapshot import encode_snapshot
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 from tests.model.protocol import PREFIX
 from tests.model.protocol import Checker
 from tests.model.protocol import Clients

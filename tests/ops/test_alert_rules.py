@@ -17,7 +17,7 @@ RULES_DIR = REPO / "deploy" / "prometheus"
 RULES = RULES_DIR / "listens-rules.yml"
 RULE_TESTS = RULES_DIR / "listens-rules.test.yml"
 # The modules whose metrics the rules may use: the web's /metrics and the warm job's textfile.
-EXPORTERS = (REPO / "app" / "metrics.py", REPO / "app" / "warm_metrics.py")
+EXPORTERS = (REPO / "app" / "web" / "metrics.py", REPO / "app" / "warm" / "metrics.py")
 
 
 def promtool(*arguments: str, cwd=RULES_DIR) -> subprocess.CompletedProcess:

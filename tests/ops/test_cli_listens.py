@@ -14,11 +14,11 @@ from datetime import timedelta
 import pytest
 
 from app import create_app
-from app.snapshot import Snapshot
-from app.snapshot import format_time
-from app.snapshot import legacy_keys
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core.snapshot import Snapshot
+from app.core.snapshot import format_time
+from app.core.snapshot import legacy_keys
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 from tests import support
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload

@@ -16,7 +16,7 @@ import pytest
 import requests
 from gunicorn.config import Config
 
-from app.snapshot import pointer_key
+from app.core.snapshot import pointer_key
 from tests.ops import analyze
 from tests.support import REPO
 from tests.support import free_port

@@ -169,8 +169,8 @@ def test_each_release_has_its_own_venv_with_the_wheel_compiled_and_nothing_local
     assert not [path for path in release.rglob("*fake_lastfm*")], release
     assert [wheel.name for wheel in (release / "dist").iterdir()] == ["listens-1.0.0-py3-none-any.whl"]
     tag = sys.implementation.cache_tag
-    assert (site_packages(release / "venv") / "app" / "__pycache__" / f"reader.{tag}.pyc").is_file()
-    assert (site_packages(release / "venv") / "app" / "templates" / "home.html").is_file()
+    assert (site_packages(release / "venv") / "app" / "web" / "__pycache__" / f"reader.{tag}.pyc").is_file()
+    assert (site_packages(release / "venv") / "app" / "web" / "templates" / "home.html").is_file()
     for version in (FIRST, SECOND):
         assert (releases / version / "venv" / "bin" / "listens-warm").is_file(), version
     assert not (installation.top / "venv").exists()

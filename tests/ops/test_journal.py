@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import logs
-from app.snapshot import pointer_key
+from app.core import logs
+from app.core.snapshot import pointer_key
 from tests.support import REPO
 from tests.support import WARM_SCRIPT
 from tests.support import FakeLastfm

@@ -29,13 +29,13 @@ import pylibmc
 import pytest
 import requests
 
-from app import cache
 from app import create_app
-from app import warm
-from app.snapshot import decode_pointer
-from app.snapshot import lease_key
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import lease_key
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
+from app.warm import job
 from tests import support
 from tests.support import REPO
 from tests.support import WARM_SCRIPT
@@ -280,7 +280,7 @@ def test_confirmed_get_trusts_a_miss_only_while_the_pool_is_whole(pool, how):
 def test_page_is_stale_never_warming_then_next_warm_run_recovers_when_pool_server_hangs(pool, lastfm, settings):
     settings = dataclasses.replace(settings, memcached_servers=servers_of(pool), lastfm_url=lastfm.url)
     add_members(settings.database)
-    first = warm.run(settings)
+    first = job.run(settings)
     assert (first.outcome, first.exit_code) == ("published", 0), first.summary()
     web = create_app(settings).test_client()
     assert web.get("/api/internal/user-listens").get_json()["state"] == "fresh"
@@ -295,7 +295,7 @@ def test_page_is_stale_never_warming_then_next_warm_run_recovers_when_pool_serve
             assert response.status_code == 200 and (data["state"], data["reachable"]) == ("stale", False)
             assert data["generation"] == first.generation
             assert elapsed < READ_BOUND_S
-        second = warm.run(settings)
+        second = job.run(settings)
         assert (second.outcome, second.exit_code) == ("published", 0), second.summary()
         for _attempt in range(3):
             response, elapsed = timed(lambda: web.get("/api/internal/user-listens"))
@@ -305,7 +305,7 @@ def test_page_is_stale_never_warming_then_next_warm_run_recovers_when_pool_serve
         victim.resume()
 
     # The server comes back holding the pointer it had; the next run moves it on.
-    third = warm.run(settings)
+    third = job.run(settings)
     assert (third.outcome, third.exit_code) == ("published", 0), third.summary()
     reply = memcached_command(f"get {pointer_key(PREFIX)}", victim.address)
     assert decode_pointer(reply.split("\r\n")[1].encode()).generation == third.generation

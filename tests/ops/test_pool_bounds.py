@@ -17,16 +17,16 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from app import cache
 from app import create_app
-from app import publisher
-from app import warm
-from app.snapshot import Snapshot
-from app.snapshot import Track
-from app.snapshot import decode_pointer
-from app.snapshot import generation_from
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache
+from app.core.snapshot import Snapshot
+from app.core.snapshot import Track
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import generation_from
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
+from app.warm import job
+from app.warm import publisher
 from tests.ops.test_pool import PREFIX
 from tests.ops.test_pool import READ_BOUND_S
 from tests.ops.test_pool import add_members
@@ -112,7 +112,7 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
     settings = dataclasses.replace(settings, memcached_servers=servers_of(pool), lastfm_url=lastfm.url)
     add_members(settings.database)
     # A minute ago, so the two runs' lists differ in their update time too.
-    first = warm.run(settings, now=datetime.now(UTC) - timedelta(seconds=60))
+    first = job.run(settings, now=datetime.now(UTC) - timedelta(seconds=60))
     assert (first.outcome, first.exit_code) == ("published", 0), first.summary()
     workers = [create_app(settings).test_client() for _ in range(2)]
     shown = {index: [web.get(API).get_json()["generation"]] for index, web in enumerate(workers)}
@@ -124,7 +124,7 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
     # Cut off (hung, not restarted): it keeps the pointer and snapshot of the first run.
     victim.pause()
     try:
-        second = warm.run(settings)
+        second = job.run(settings)
         assert (second.outcome, second.exit_code) == ("published", 0), second.summary()
         for index, web in enumerate(workers):
             data = web.get(API).get_json()
@@ -158,7 +158,7 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
 
     # The next run finds the old pointer, says so, and moves it forward.
     with caplog.at_level(logging.WARNING, logger="app.warm"):
-        third = warm.run(settings)
+        third = job.run(settings)
     assert (third.outcome, third.exit_code) == ("published", 0), third.summary()
     behind = [record.getMessage() for record in caplog.records if record.name == "app.warm"]
     assert any(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEFAULT_METRICS_FILE
-from app.settings import Settings
+from app.core.settings import DEFAULT_METRICS_FILE
+from app.core.settings import Settings
 from tests.ops import analyze
 from tests.support import REPO
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from app import members
-from app.members import FetchOutcome
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import members
+from app.warm.members import FetchOutcome
 from tests.postgres import PASSWORD
 from tests.support import REPO
 from tests.support import WARM_SCRIPT

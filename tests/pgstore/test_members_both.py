@@ -12,9 +12,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from app import members as module
-from app.members import FetchOutcome
-from app.members import MembersError
+from app.warm import members as module
+from app.warm.members import FetchOutcome
+from app.warm.members import MembersError
 from tests.unit import test_members as _base
 
 NOW = _base.NOW

@@ -13,10 +13,10 @@ from datetime import datetime
 
 import pytest
 
-from app import cache
-from app import members
-from app import publisher
-from app.settings import DEFAULT_KEY_PREFIX
+from app.core import cache
+from app.core.settings import DEFAULT_KEY_PREFIX
+from app.warm import members
+from app.warm import publisher
 from tests.postgres import PASSWORD
 from tests.postgres import PostgresServer
 from tests.support import REPO

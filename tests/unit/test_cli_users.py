@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from app import create_app
-from app import members
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import members
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from datetime import timezone
 
 import pytest
 
-from app import filters
+from app.web import filters
 
 NOW = datetime(2026, 12, 1, 12, 30, 45, tzinfo=UTC)
 

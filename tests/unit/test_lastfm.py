@@ -14,9 +14,9 @@ import requests
 import responses
 from responses import matchers
 
-from app import lastfm
-from app import snapshot
-from app import throttle
+from app.core import snapshot
+from app.warm import lastfm
+from app.warm import throttle
 
 BASE_URL = "https://lastfm.test/2.0/"
 API_KEY = "SECRETKEY5f1e2d3c4b5a69788796a5b4"

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import responses
 
-from app import lastfm
+from app.warm import lastfm
 from tests.unit.test_lastfm import NOW
 from tests.unit.test_lastfm import FakeClock
 from tests.unit.test_lastfm import make_client

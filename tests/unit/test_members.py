@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from app import members as module
-from app.members import DatabaseError
-from app.members import FetchOutcome
-from app.members import MembersError
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import members as module
+from app.warm.members import DatabaseError
+from app.warm.members import FetchOutcome
+from app.warm.members import MembersError
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from datetime import datetime
 
 import pytest
 
-from app import members
-from app.settings import SettingsError
-from app.settings import load_settings
-from app.snapshot import Track
+from app.core.settings import SettingsError
+from app.core.settings import load_settings
+from app.core.snapshot import Track
+from app.warm import members
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.snapshot import MAX_COMBINING_MARKS
-from app.snapshot import clean_text
+from app.core.snapshot import MAX_COMBINING_MARKS
+from app.core.snapshot import clean_text
 
 # Characters that draw nothing where they stand.
 INVISIBLE_ONLY = [

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from app import schedule
-from app.members import Member
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import schedule
+from app.warm.members import Member
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR_S = 3600

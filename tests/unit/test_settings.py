@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app import settings as module
-from app.settings import Settings
-from app.settings import SettingsError
-from app.settings import load_settings
+from app.core import settings as module
+from app.core.settings import Settings
+from app.core.settings import SettingsError
+from app.core.settings import load_settings
 
 SECRET = "s3cr3t-key-0f1e2d3c4b5a"
 FAKE_URL = "http://127.0.0.1:8099/2.0/"

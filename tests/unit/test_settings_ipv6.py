@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import SettingsError
-from app.settings import load_settings
+from app.core.settings import SettingsError
+from app.core.settings import load_settings
 
 
 @pytest.mark.parametrize("raw", ["[::1]:11211", "127.0.0.1:11211,[::1]:11212", "[fe80::1]:11211"])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app import members_pg
-from app.settings import DEFAULT_DATABASE
-from app.settings import load_settings
+from app.core.settings import DEFAULT_DATABASE
+from app.core.settings import load_settings
+from app.warm import members_pg
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "PostgreSQL"])

@@ -11,12 +11,12 @@ from datetime import timezone
 
 import pytest
 
-from app import snapshot as module
-from app.snapshot import MAX_TEXT_CHARS
-from app.snapshot import Pointer
-from app.snapshot import Snapshot
-from app.snapshot import SnapshotInvalidError
-from app.snapshot import Track
+from app.core import snapshot as module
+from app.core.snapshot import MAX_TEXT_CHARS
+from app.core.snapshot import Pointer
+from app.core.snapshot import Snapshot
+from app.core.snapshot import SnapshotInvalidError
+from app.core.snapshot import Track
 
 GENERATION = 1767323100000000
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app import throttle
+from app.warm import throttle
 
 
 class FakeClock:

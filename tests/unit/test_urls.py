@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.snapshot import safe_image_url
-from app.snapshot import safe_page_url
+from app.core.snapshot import safe_image_url
+from app.core.snapshot import safe_page_url
 
 # Each of these is either somewhere else for a browser, or ambiguous between parsers.
 LOOK_ALIKE_IMAGES = [

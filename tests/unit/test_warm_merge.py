@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from app import warm as module
-from app.lastfm import LastfmPermanentError
-from app.lastfm import LastfmTransientError
-from app.members import Member
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm import job as module
+from app.warm.lastfm import LastfmPermanentError
+from app.warm.lastfm import LastfmTransientError
+from app.warm.members import Member
 
 STARTED = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 FRESH_S = 420

@@ -19,8 +19,6 @@ import psycopg
 import psycopg.conninfo
 import psycopg.errors
 
-URL_SCHEMES = ("postgresql://", "postgres://")
-
 SCHEMA_VERSION = 1
 
 # One transaction at a time creates or migrates the schema, and writes last
@@ -68,11 +66,6 @@ _UNAVAILABLE = re.compile(
     r"connection is (lost|closed)|consuming input failed|server conn crashed|could not receive data",
     re.IGNORECASE,
 )
-
-
-def is_url(database: object) -> bool:
-    """Return whether a LISTENS_DATABASE value names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(database, str) and database.strip().lower().startswith(URL_SCHEMES)
 
 
 def _passwords(url: str) -> list[str]:
@@ -175,7 +168,7 @@ def connect(url: str, busy_timeout_s: float):
     Raise app.members.DatabaseError (kind "newer" for a schema this code does
     not know, never written; "unavailable" when the server cannot be reached).
     """
-    from app.members import DatabaseError
+    from app.warm.members import DatabaseError
 
     timeout_ms = max(1, int(busy_timeout_s * 1000))
     raw = None
@@ -213,7 +206,7 @@ def _stored_version(connection: Connection) -> int:
 
 
 def _create_schema(connection: Connection) -> None:
-    from app.members import DatabaseError
+    from app.warm.members import DatabaseError
 
     def refuse_newer(version: int) -> None:
         if version > SCHEMA_VERSION:

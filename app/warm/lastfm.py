@@ -28,13 +28,14 @@ import urllib3
 import urllib3.connection
 import urllib3.exceptions
 
-from app.snapshot import Track
-from app.snapshot import clean_text
-from app.snapshot import safe_image_url
-from app.snapshot import safe_page_url
-from app.throttle import RateLimiter
+from app.core.snapshot import Track
+from app.core.snapshot import clean_text
+from app.core.snapshot import safe_image_url
+from app.core.snapshot import safe_page_url
+from app.warm.throttle import RateLimiter
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.lastfm), whatever the module's place in the package.
+logger = logging.getLogger("app.lastfm")
 
 METHOD = "user.getrecenttracks"
 USER_AGENT = "whats-listening/1.0 (community site warm job; one user.getrecenttracks per member every 5 minutes)"

@@ -19,17 +19,18 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from app import cache
-from app.snapshot import Pointer
-from app.snapshot import Snapshot
-from app.snapshot import SnapshotInvalidError
-from app.snapshot import State
-from app.snapshot import decode_pointer
-from app.snapshot import decode_snapshot
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core import cache
+from app.core.snapshot import Pointer
+from app.core.snapshot import Snapshot
+from app.core.snapshot import SnapshotInvalidError
+from app.core.snapshot import State
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import decode_snapshot
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.reader), whatever the module's place in the package.
+logger = logging.getLogger("app.reader")
 
 # The same broken key is reported again at most this often, so an invalid
 # value under heavy traffic does not flood the log.

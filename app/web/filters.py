@@ -10,10 +10,10 @@ from datetime import datetime
 
 from flask import Flask
 
-from app.snapshot import format_time
-from app.snapshot import profile_url
-from app.snapshot import safe_image_url
-from app.snapshot import safe_page_url
+from app.core.snapshot import format_time
+from app.core.snapshot import profile_url
+from app.core.snapshot import safe_image_url
+from app.core.snapshot import safe_page_url
 
 # Short and long names of the units, for "3 min ago" and "3 minutes ago".
 _MINUTE_WORDS = {False: ("min", "min"), True: ("minute", "minutes")}

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app import members
-from app import members_pg
+from app.core.settings import is_url
+from app.warm import members
+from app.warm import members_pg
 
 # Tables in dependency order, each with its columns (the same on both engines).
 TABLES = {
@@ -34,17 +35,17 @@ class CopyError(Exception):
 
 
 def _location(database: str) -> Path | str:
-    return database.strip() if members_pg.is_url(database) else Path(database).expanduser()
+    return database.strip() if is_url(database) else Path(database).expanduser()
 
 
 def describe(database: str) -> str:
     """Return database for messages, without its password."""
-    return members_pg.redact(database.strip()) if members_pg.is_url(database) else repr(database)
+    return members_pg.redact(database.strip()) if is_url(database) else repr(database)
 
 
 def copy_database(source: str, target: str) -> dict[str, int]:
     """Copy every row of source into the empty target; return how many rows per table."""
-    if not members_pg.is_url(source) and not Path(source).expanduser().is_file():
+    if not is_url(source) and not Path(source).expanduser().is_file():
         raise CopyError(f"no SQLite database at {source!r}; --from takes an existing file or a postgresql:// URL")
     reader = members.connect(_location(source))
     try:

@@ -24,8 +24,8 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from app.reader import SnapshotReader
-from app.snapshot import State
+from app.core.snapshot import State
+from app.web.reader import SnapshotReader
 
 
 def _utc_now() -> datetime:

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import psycopg
 
-from app.snapshot import Track
-from app.snapshot import format_time
-from app.snapshot import parse_time
+from app.core.settings import is_url
+from app.core.snapshot import Track
+from app.core.snapshot import format_time
+from app.core.snapshot import parse_time
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.members), whatever the module's place in the package.
+logger = logging.getLogger("app.members")
 
 # A Last.fm username is 1-15 letters, digits, "_" or "-". New accounts start
 # with a letter and have at least 2 characters; older ones may not.
@@ -121,7 +123,7 @@ def describe_failure(error: Exception, path: Path | str, busy_timeout_s: float =
     PostgreSQL adds "unavailable": its server cannot be reached.
     """
     if isinstance(error, psycopg.Error) or is_postgres(path):
-        from app import members_pg
+        from app.warm import members_pg
 
         return members_pg.describe_failure(error, str(path), busy_timeout_s)
     code = getattr(error, "sqlite_errorcode", None)
@@ -168,9 +170,8 @@ def _nearly_full(path: Path) -> bool:
 
 def is_postgres(database: object) -> bool:
     """Return whether LISTENS_DATABASE names a PostgreSQL database (a URL) rather than a SQLite file."""
-    from app import members_pg
 
-    return members_pg.is_url(database)
+    return is_url(database)
 
 
 def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -180,7 +181,7 @@ def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqli
     connection's write lock before raising "database is locked".
     """
     if is_postgres(path):
-        from app import members_pg
+        from app.warm import members_pg
 
         return members_pg.connect(str(path), busy_timeout_s)
     path = Path(path)

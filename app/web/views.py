@@ -23,13 +23,13 @@ from flask import url_for
 from werkzeug.datastructures import Headers
 from werkzeug.http import http_date
 
-from app import filters
-from app.errors import SECURITY_HEADERS
-from app.reader import Reading
-from app.snapshot import SCHEMA_VERSION
-from app.snapshot import State
-from app.snapshot import format_time
-from app.snapshot import track_to_json
+from app.core.snapshot import SCHEMA_VERSION
+from app.core.snapshot import State
+from app.core.snapshot import format_time
+from app.core.snapshot import track_to_json
+from app.web import filters
+from app.web.errors import SECURITY_HEADERS
+from app.web.reader import Reading
 
 bp = Blueprint("listens", __name__)
 

@@ -18,7 +18,8 @@ import time
 
 import pylibmc
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.cache), whatever the module's place in the package.
+logger = logging.getLogger("app.cache")
 
 # Web reads must fail fast: a dead or hung memcached has to become the
 # `unavailable` page well within 0.5 s. libmemcached takes milliseconds for the

@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.throttle), whatever the module's place in the package.
+logger = logging.getLogger("app.throttle")
 
 # Float refills can land a hair below a whole token; without this slack, and
 # without a floor on waits, a caller could be told to sleep for an amount too

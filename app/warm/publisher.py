@@ -14,19 +14,20 @@ from collections.abc import Callable
 
 import pylibmc
 
-from app.snapshot import Pointer
-from app.snapshot import Snapshot
-from app.snapshot import SnapshotInvalidError
-from app.snapshot import decode_pointer
-from app.snapshot import decode_snapshot
-from app.snapshot import encode_pointer
-from app.snapshot import encode_snapshot
-from app.snapshot import lease_key
-from app.snapshot import legacy_keys
-from app.snapshot import pointer_key
-from app.snapshot import snapshot_key
+from app.core.snapshot import Pointer
+from app.core.snapshot import Snapshot
+from app.core.snapshot import SnapshotInvalidError
+from app.core.snapshot import decode_pointer
+from app.core.snapshot import decode_snapshot
+from app.core.snapshot import encode_pointer
+from app.core.snapshot import encode_snapshot
+from app.core.snapshot import lease_key
+from app.core.snapshot import legacy_keys
+from app.core.snapshot import pointer_key
+from app.core.snapshot import snapshot_key
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.publisher), whatever the module's place in the package.
+logger = logging.getLogger("app.publisher")
 
 # CAS conflicts mean another writer moved the pointer between our gets and
 # cas; each retry re-reads it, so a handful is plenty.

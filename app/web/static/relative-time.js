@@ -1,7 +1,7 @@
 // Keep the page's relative times ("3 min ago") current while it stays open.
 // The server renders them; this only re-words them every 30 seconds, counting
 // from the server's clock (data-now), so a wrong clock here changes nothing.
-// Worded exactly like relative_time in app/filters.py: change both together.
+// Worded exactly like relative_time in app/web/filters.py: change both together.
 (function () {
   "use strict";
 

@@ -144,15 +144,22 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(value).expanduser()
 
 
+# LISTENS_DATABASE values that name a PostgreSQL database (any other value is a SQLite file).
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(database: object) -> bool:
+    """Return whether a LISTENS_DATABASE value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(database, str) and database.strip().lower().startswith(URL_SCHEMES)
+
+
 def _parse_database(raw: str) -> Path | str:
     """Parse LISTENS_DATABASE: a postgresql:// URL stays a string, anything else is a SQLite file path.
 
     The URL is checked when the database is opened, so the CLI and the warm
     job both refuse a bad one with a one-line error (exit 2) that hides its password.
     """
-    from app import members_pg
-
-    if members_pg.is_url(raw):
+    if is_url(raw):
         return raw.strip()
     return _parse_path("LISTENS_DATABASE", raw)
 

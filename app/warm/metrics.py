@@ -20,9 +20,10 @@ from prometheus_client import Gauge
 from prometheus_client import write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import lastfm
+from app.warm import lastfm
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.warm_metrics), whatever the module's place in the package.
+logger = logging.getLogger("app.warm_metrics")
 
 # Every outcome a run can have (README, Operations); one is 1, the others 0.
 OUTCOMES = ("published", "superseded", "locked", "leased", "failed", "restored", "config", "error")

@@ -11,7 +11,8 @@ from flask import render_template
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.errors), whatever the module's place in the package.
+logger = logging.getLogger("app.errors")
 
 # No inline script anywhere, images only from ourselves and Last.fm's hosts;
 # the page's script may ask only its own site (connect-src).

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
 
-from app.members import Member
-from app.snapshot import Track
+from app.core.snapshot import Track
+from app.warm.members import Member
 
 # A member who played within this window is "active": polled every cycle.
 ACTIVE_WINDOW = timedelta(minutes=30)

@@ -25,28 +25,29 @@ from pathlib import Path
 
 import requests
 
-from app import cache
-from app import logs
-from app import members
-from app import publisher
-from app import schedule
-from app import warm_metrics
-from app.lastfm import LastfmAdapter
-from app.lastfm import LastfmClient
-from app.lastfm import LastfmError
-from app.lastfm import LastfmFatalError
-from app.lastfm import LastfmPermanentError
-from app.lastfm import LastfmTransientError
-from app.settings import Settings
-from app.settings import SettingsError
-from app.settings import load_settings
-from app.snapshot import Snapshot
-from app.snapshot import Track
-from app.snapshot import generation_from
-from app.snapshot import sort_tracks
-from app.throttle import RateLimiter
+from app.core import cache
+from app.core import logs
+from app.core.settings import Settings
+from app.core.settings import SettingsError
+from app.core.settings import load_settings
+from app.core.snapshot import Snapshot
+from app.core.snapshot import Track
+from app.core.snapshot import generation_from
+from app.core.snapshot import sort_tracks
+from app.warm import members
+from app.warm import metrics as warm_metrics
+from app.warm import publisher
+from app.warm import schedule
+from app.warm.lastfm import LastfmAdapter
+from app.warm.lastfm import LastfmClient
+from app.warm.lastfm import LastfmError
+from app.warm.lastfm import LastfmFatalError
+from app.warm.lastfm import LastfmPermanentError
+from app.warm.lastfm import LastfmTransientError
+from app.warm.throttle import RateLimiter
 
-logger = logging.getLogger(__name__)
+# Named as in every log line (logger=app.warm), whatever the module's place in the package.
+logger = logging.getLogger("app.warm")
 
 # The generation of the run in progress, stamped on every log line by
 # GenerationFilter (threads fetching for the run copy the context).

@@ -1,0 +1,1 @@
+"""What the web and the warm job share: the snapshot format, the memcached client, settings and log lines."""

@@ -1,0 +1,1 @@
+"""The warm side: polls Last.fm, keeps the members database and publishes snapshots; the only writer."""
