@@ -27,6 +27,9 @@ import requests
 
 from app.core import cache
 from app.core import logs
+from app.core.exits import EXIT_CONFIG
+from app.core.exits import EXIT_FAILED
+from app.core.exits import EXIT_OK
 from app.core.settings import Settings
 from app.core.settings import SettingsError
 from app.core.settings import load_settings
@@ -52,10 +55,6 @@ logger = logging.getLogger("app.warm")
 # The generation of the run in progress, stamped on every log line by
 # GenerationFilter (threads fetching for the run copy the context).
 current_generation: contextvars.ContextVar[str] = contextvars.ContextVar("generation", default="-")
-
-EXIT_OK = 0  # published, superseded, or another run in progress
-EXIT_FAILED = 1  # nothing new published (at most the last known data restored)
-EXIT_CONFIG = 2  # bad configuration: settings, database path, Last.fm key
 
 # The lease outlives the deadline by this much, as a safety if a run dies
 # without releasing it.
@@ -641,7 +640,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         settings.require_lastfm_key()
     except SettingsError as error:
         logger.error("%s", error)
-        return EXIT_CONFIG
+        return error.exit_code
     return run(settings).exit_code
 
 
