@@ -16,6 +16,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from app.core import cache
+from app.core.exits import EXIT_CONFIG
 from app.core.snapshot import SnapshotInvalidError
 from app.core.snapshot import State
 from app.core.snapshot import decode_pointer
@@ -31,7 +32,7 @@ listens = AppGroup("listens", help="Operate the listens cache: status, warm, pur
 class ConfigError(click.ClickException):
     """Raised for bad configuration; exits 2 like the warm script."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 def _settings():

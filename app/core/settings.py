@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.core.exits import EXIT_CONFIG
+
 REAL_LASTFM_URL = "https://ws.audioscrobbler.com/2.0/"
 DEFAULT_MEMCACHED = "127.0.0.1:11211"
 DEFAULT_KEY_PREFIX = "user-listens"
@@ -32,7 +34,7 @@ _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 class SettingsError(Exception):
     """Raised when an environment variable is missing or cannot be parsed."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,16 @@ from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 
 import requests
 
 from app.core import cache
 from app.core import logs
+from app.core.exits import EXIT_CONFIG
+from app.core.exits import EXIT_FAILED
+from app.core.exits import EXIT_OK
 from app.core.settings import Settings
 from app.core.settings import SettingsError
 from app.core.settings import load_settings
@@ -44,6 +49,7 @@ from app.warm.lastfm import LastfmError
 from app.warm.lastfm import LastfmFatalError
 from app.warm.lastfm import LastfmPermanentError
 from app.warm.lastfm import LastfmTransientError
+from app.warm.members import FetchStatus
 from app.warm.throttle import RateLimiter
 
 # Named as in every log line (logger=app.warm), whatever the module's place in the package.
@@ -52,10 +58,6 @@ logger = logging.getLogger("app.warm")
 # The generation of the run in progress, stamped on every log line by
 # GenerationFilter (threads fetching for the run copy the context).
 current_generation: contextvars.ContextVar[str] = contextvars.ContextVar("generation", default="-")
-
-EXIT_OK = 0  # published, superseded, or another run in progress
-EXIT_FAILED = 1  # nothing new published (at most the last known data restored)
-EXIT_CONFIG = 2  # bad configuration: settings, database path, Last.fm key
 
 # The lease outlives the deadline by this much, as a safety if a run dies
 # without releasing it.
@@ -66,11 +68,36 @@ LEASE_MARGIN_S = 60
 FETCH_GRACE_S = 1.0
 
 
+class Outcome(StrEnum):
+    """How a run ended, as its summary line and metrics name it, with the exit code it carries.
+
+    docs/design.md, Exit codes, is the table. A str, so an outcome compares
+    equal to its name ("published") and prints as it.
+    """
+
+    exit_code: int
+
+    def __new__(cls, value: str, exit_code: int) -> Outcome:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.exit_code = exit_code
+        return member
+
+    PUBLISHED = "published", EXIT_OK
+    SUPERSEDED = "superseded", EXIT_OK
+    LOCKED = "locked", EXIT_OK
+    LEASED = "leased", EXIT_OK
+    FAILED = "failed", EXIT_FAILED
+    RESTORED = "restored", EXIT_FAILED
+    CONFIG = "config", EXIT_CONFIG
+    ERROR = "error", EXIT_FAILED
+
+
 @dataclasses.dataclass
 class RunResult:
     """What a run did: its outcome, counts and exit code."""
 
-    outcome: str
+    outcome: Outcome
     exit_code: int
     generation: int
     members: int = 0
@@ -98,6 +125,20 @@ class RunResult:
             line += f' error="{self.error}"'
         return line
 
+    def end(self, outcome: Outcome, *, error: str | None = None, db: str | None = None) -> None:
+        """Set the run's outcome and the exit code it carries; error and db, when given, say why."""
+        self.outcome = outcome
+        self.exit_code = outcome.exit_code
+        if error is not None:
+            self.error = error
+        if db is not None:
+            self.db = db
+
+    def fail_if_database_missed(self) -> None:
+        """Turn an exit 0 into 1 when the database missed this run's changes (db set): the alert says so."""
+        if self.db and self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_FAILED
+
 
 @dataclasses.dataclass(frozen=True)
 class Merged:
@@ -112,8 +153,15 @@ class Merged:
     last_updated: datetime | None
 
 
-# What a member's fetch returned: a Track, NO_SCROBBLES, or a LastfmError.
-NO_SCROBBLES = "no-scrobbles"
+@dataclasses.dataclass(frozen=True)
+class NoScrobbles:
+    """What a member's fetch returned when Last.fm answered with no track: the account never scrobbled."""
+
+
+NO_SCROBBLES = NoScrobbles()
+
+# What a member's fetch returned: a Track, NO_SCROBBLES, or the LastfmError raised.
+FetchResult = Track | NoScrobbles | LastfmError
 
 
 def _utc_now() -> datetime:
@@ -155,7 +203,7 @@ class LocalLock:
 
 def merge(
     public_members: list[members.Member],
-    results: Mapping[int, object],
+    results: Mapping[int, FetchResult],
     *,
     started: datetime,
     fresh_s: int,
@@ -174,7 +222,7 @@ def merge(
     newest: datetime | None = None
     for member in public_members:
         result = results.get(member.id)
-        if isinstance(result, Track) or result == NO_SCROBBLES:
+        if isinstance(result, (Track, NoScrobbles)):
             fetched += 1
             if isinstance(result, Track):
                 tracks.append(result)
@@ -205,7 +253,7 @@ def fetch_all(
     deadline: float,
     clock: Callable[[], float],
     wallclock: Callable[[], datetime],
-) -> dict[int, object]:
+) -> dict[int, FetchResult]:
     """Fetch every member's recent track with bounded concurrency, by the deadline.
 
     Return member id -> Track, NO_SCROBBLES or the LastfmError raised. A
@@ -214,7 +262,7 @@ def fetch_all(
     """
     abort = threading.Event()
 
-    def fetch(member: members.Member) -> object:
+    def fetch(member: members.Member) -> FetchResult:
         if abort.is_set():
             raise LastfmFatalError("run aborted")
         try:
@@ -235,7 +283,7 @@ def fetch_all(
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for member in public_members:
         pending.put(member)
-    results: dict[int, object] = {}
+    results: dict[int, FetchResult] = {}
     errors: list[BaseException] = []
     changed = threading.Condition()
 
@@ -308,157 +356,344 @@ def run(
     """
     started = now if now is not None else _utc_now()
     wallclock = (lambda: now) if now is not None else _utc_now
-    result = RunResult("failed", EXIT_FAILED, generation_from(started))
+    result = RunResult(Outcome.FAILED, Outcome.FAILED.exit_code, generation_from(started))
     token = current_generation.set(str(result.generation))
     try:
-        return _run(settings, result, started, wallclock, checkpoint, clock)
+        return WarmRun(settings, result, started=started, wallclock=wallclock, checkpoint=checkpoint, clock=clock).run()
     finally:
         current_generation.reset(token)
 
 
-def _run(settings, result, started, wallclock, checkpoint, clock) -> RunResult:
-    start_clock = clock()
-    lock = LocalLock(settings.lock_path)
-    try:
-        if not lock.acquire():
-            result.outcome, result.exit_code = "locked", EXIT_OK
-            logger.info("another warm run holds %s; not starting", settings.lock_path)
-        else:
-            try:
-                _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock)
-            finally:
-                lock.release()
-    except members.DatabaseError as error:
-        if error.kind in ("busy", "full", "unavailable"):
-            # Somebody else's lock passes, a disk gets freed: neither is a configuration error.
-            result.outcome, result.exit_code, result.db = "failed", EXIT_FAILED, error.kind
-        else:
-            result.outcome, result.exit_code, result.db = "config", EXIT_CONFIG, error.kind
-        result.error = str(error)
-        logger.error("%s", error)
-    except SettingsError as error:
-        result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
-        logger.error("%s", error)
-    except Exception as error:
-        # A bug: fail loudly (exit 1, traceback in the journal), publish nothing.
-        result.outcome, result.exit_code, result.error = "error", EXIT_FAILED, type(error).__name__
-        logger.exception("warm run failed unexpectedly")
-    if not result.duration_s:
-        # A run recorded in the database already has its duration (the stored summary's).
-        result.duration_s = clock() - start_clock
-    logger.info("%s", result.summary())
-    warm_metrics.write_run_metrics(settings.metrics_file, result)
-    return result
+class _MembersChangedError(Exception):
+    """Raised inside a publish, before the pointer moves, when a member of the snapshot changed meanwhile."""
 
 
-def _run_locked(settings, result, started, wallclock, checkpoint, clock, start_clock) -> None:
-    connection = members.connect(settings.database, busy_timeout_s=settings.db_busy_s)
-    owner = f"{socket.gethostname()}:{settings.lock_path.resolve()}"
-    try:
-        client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
+class WarmRun:
+    """One warm cycle (docs/design.md, Publish): lock, lease, fetch, merge, publish, summary.
+
+    It holds what the steps share: the settings, the clients (members
+    database, memcached, Last.fm; each opened by the step that first needs
+    it), the generation, the local lock, and the result whose outcome and
+    counts the summary line reports. One object per run; never reused.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        result: RunResult,
+        *,
+        started: datetime,
+        wallclock: Callable[[], datetime],
+        checkpoint: publisher.Checkpoint,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.result = result
+        self.started = started
+        self.wallclock = wallclock
+        self.checkpoint = checkpoint
+        self.clock = clock
+        self.start_clock = clock()
+        self.local_lock = LocalLock(settings.lock_path)
+        self.connection: sqlite3.Connection | None = None
+        self.client: cache.RawClient | None = None
+        self.lastfm: LastfmClient | None = None
+        # Who holds the lease: this host and its lock file.
+        self.owner = ""
+
+    @property
+    def generation(self) -> int:
+        return self.result.generation
+
+    def run(self) -> RunResult:
+        """Run the cycle under the local lock, turn every error into an outcome, and end with the summary."""
+        result = self.result
         try:
-            leased = publisher.acquire_lease(
-                client, settings.key_prefix, result.generation, owner, int(settings.deadline_s) + LEASE_MARGIN_S
+            if not self.lock():
+                result.end(Outcome.LOCKED)
+                logger.info("another warm run holds %s; not starting", self.settings.lock_path)
+            else:
+                try:
+                    self._run_locked()
+                finally:
+                    self.local_lock.release()
+        except members.DatabaseError as error:
+            if error.kind in ("busy", "full", "unavailable"):
+                # Somebody else's lock passes, a disk gets freed: neither is a configuration error.
+                result.end(Outcome.FAILED, error=str(error), db=error.kind)
+            else:
+                result.end(Outcome.CONFIG, error=str(error), db=error.kind)
+            logger.error("%s", error)
+        except SettingsError as error:
+            result.end(Outcome.CONFIG, error=str(error))
+            logger.error("%s", error)
+        except Exception as error:
+            # A bug: fail loudly (exit 1, traceback in the journal), publish nothing.
+            result.end(Outcome.ERROR, error=type(error).__name__)
+            logger.exception("warm run failed unexpectedly")
+        self.summary()
+        return result
+
+    def lock(self) -> bool:
+        """Publish, step 1: take this host's lock; False when another run holds it."""
+        return self.local_lock.acquire()
+
+    def lease(self) -> bool | None:
+        """Publish, step 1: take the lease in memcached; False when another host's run holds it.
+
+        None when memcached cannot say: fetching still refreshes the database,
+        and the publish fails (exit 1) unless memcached is back by then.
+        """
+        try:
+            return publisher.acquire_lease(
+                self.client,
+                self.settings.key_prefix,
+                self.generation,
+                self.owner,
+                int(self.settings.deadline_s) + LEASE_MARGIN_S,
             )
         except publisher.PublishError as error:
-            # Fetching still refreshes the database; the publish will fail
-            # (exit 1) unless memcached is back by then.
             logger.warning("no lease: %s", error)
-            leased = None
-        if leased is False:
-            result.outcome, result.exit_code = "leased", EXIT_OK
-            logger.info("another host's warm run holds the lease; not starting")
-            return
+            return None
+
+    def _run_locked(self) -> None:
+        """Open the members database and memcached, take the lease, work, and record the run's summary."""
+        settings, result = self.settings, self.result
+        self.connection = members.connect(settings.database, busy_timeout_s=settings.db_busy_s)
+        self.owner = f"{socket.gethostname()}:{settings.lock_path.resolve()}"
         try:
-            _fetch_and_publish(settings, connection, client, result, started, wallclock, checkpoint, clock, start_clock)
-        finally:
-            if leased:
-                publisher.release_lease(client, settings.key_prefix, result.generation, owner)
-        if result.db and result.exit_code == EXIT_OK:
+            self.client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
+            leased = self.lease()
+            if leased is False:
+                result.end(Outcome.LEASED)
+                logger.info("another host's warm run holds the lease; not starting")
+                return
+            try:
+                self._fetch_and_publish()
+            finally:
+                if leased:
+                    publisher.release_lease(self.client, settings.key_prefix, self.generation, self.owner)
             # Published, yet the database missed this run's changes: the alert says so.
-            result.exit_code = EXIT_FAILED
-        result.duration_s = clock() - start_clock
-        _write_database(
-            settings,
-            result,
-            "the run's summary",
-            lambda: members.record_run(connection, result.generation, wallclock(), result.exit_code, result.summary()),
+            result.fail_if_database_missed()
+            result.duration_s = self.clock() - self.start_clock
+            connection = self.connection
+            self._write_database(
+                "the run's summary",
+                lambda: members.record_run(
+                    connection, result.generation, self.wallclock(), result.exit_code, result.summary()
+                ),
+            )
+            result.fail_if_database_missed()
+        finally:
+            self.connection.close()
+
+    def _fetch_and_publish(self) -> None:
+        """Publish, steps 2-6: fetch, store, merge, then publish (or only restore, when nobody answered)."""
+        settings, result, connection = self.settings, self.result, self.connection
+        public_members = members.list_members(connection, public_only=True)
+        result.members = len(public_members)
+        # Past Last.fm's budget, poll by priority; the rest keep their last known track.
+        polled, _ = schedule.select_for_run(
+            public_members, self.started, schedule.run_budget(settings.rate, settings.deadline_s)
         )
-        if result.db and result.exit_code == EXIT_OK:
-            result.exit_code = EXIT_FAILED
-    finally:
-        connection.close()
+        results = self.fetch(polled)
+        if results is None:
+            return
+        self.checkpoint("fetched")
+        accounts = {member.id: member.lastfm_username for member in polled}
+        outcomes = _outcomes(results, self.wallclock(), settings.max_poll_interval_s, accounts)
+        # A busy or full database loses the database's copy only: the run still
+        # publishes what it fetched, from memory, and the next run stores it.
+        self._write_database("the fetched tracks", lambda: members.record_outcomes(connection, outcomes))
+        # A member removed, made private or linked to another account while the
+        # run was fetching wins over what the run fetched for them.
+        public_members = self._current_members(public_members)
+        results = _for_linked_accounts(results, accounts, public_members)
+        result.members = len(public_members)
+        merged = self.merge(public_members, results)
+        answered = merged.fetched + merged.dropped
+        tracks = merged.tracks[: settings.snapshot_items]
+        result.tracks = len(tracks)
+        if polled and answered == 0:
+            self._restore_if_missing(tracks)
+            return
+        last_updated = merged.last_updated or self.started
+        self._note_pointer_behind()
+        self._publish_for_members(tracks, last_updated)
 
+    def fetch(self, polled: list[members.Member]) -> dict[int, FetchResult] | None:
+        """Publish, step 2: fetch the polled members by the deadline; None (outcome config) when the key is refused."""
+        self.lastfm = make_lastfm_client(self.settings, self.clock)
+        try:
+            return fetch_all(
+                self.lastfm,
+                polled,
+                concurrency=self.settings.concurrency,
+                deadline=self.start_clock + self.settings.deadline_s,
+                clock=self.clock,
+                wallclock=self.wallclock,
+            )
+        except LastfmFatalError as error:
+            self.result.end(Outcome.CONFIG, error=str(error))
+            logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)
+            return None
 
-def _fetch_and_publish(
-    settings, connection, client, result, started, wallclock, checkpoint, clock, start_clock
-) -> None:
-    public_members = members.list_members(connection, public_only=True)
-    result.members = len(public_members)
-    deadline = start_clock + settings.deadline_s
-    # Past Last.fm's budget, poll by priority; the rest keep their last known track.
-    polled, _ = schedule.select_for_run(
-        public_members, started, schedule.run_budget(settings.rate, settings.deadline_s)
-    )
-    lastfm = make_lastfm_client(settings, clock)
-    try:
-        results = fetch_all(
-            lastfm, polled, concurrency=settings.concurrency, deadline=deadline, clock=clock, wallclock=wallclock
+    def merge(self, public_members: list[members.Member], results: Mapping[int, FetchResult]) -> Merged:
+        """Publish, step 2: merge the results with the last known tracks and count them in the result."""
+        merged = merge(
+            public_members,
+            results,
+            started=self.started,
+            fresh_s=self.settings.fresh_s,
+            max_stale_s=self.settings.max_stale_s,
         )
-    except LastfmFatalError as error:
-        result.outcome, result.exit_code, result.error = "config", EXIT_CONFIG, str(error)
-        logger.error("Last.fm rejected the API key: %s; check LASTFM_API_KEY", error)
-        return
-    checkpoint("fetched")
-    accounts = {member.id: member.lastfm_username for member in polled}
-    outcomes = _outcomes(results, wallclock(), settings.max_poll_interval_s, accounts)
-    # A busy or full database loses the database's copy only: the run still
-    # publishes what it fetched, from memory, and the next run stores it.
-    _write_database(settings, result, "the fetched tracks", lambda: members.record_outcomes(connection, outcomes))
-    # A member removed, made private or linked to another account while the
-    # run was fetching wins over what the run fetched for them.
-    public_members = _current_members(connection, public_members)
-    results = _for_linked_accounts(results, accounts, public_members)
-    result.members = len(public_members)
-    merged = merge(public_members, results, started=started, fresh_s=settings.fresh_s, max_stale_s=settings.max_stale_s)
-    result.fetched, result.carried, result.dropped = merged.fetched, merged.carried, merged.dropped
-    result.failed, result.deferred = merged.failed, merged.deferred
-    answered = merged.fetched + merged.dropped
-    tracks = merged.tracks[: settings.snapshot_items]
-    result.tracks = len(tracks)
-    if polled and answered == 0:
-        _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock)
-        return
-    last_updated = merged.last_updated or started
-    _note_pointer_behind(settings, connection, client)
-    _publish_for_members(connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
+        result = self.result
+        result.fetched, result.carried, result.dropped = merged.fetched, merged.carried, merged.dropped
+        result.failed, result.deferred = merged.failed, merged.deferred
+        return merged
 
+    def _write_database(self, what: str, write: Callable[[], None]) -> None:
+        """Run write; when the database refuses it, name why in result.db and log one line, never raise."""
+        try:
+            write()
+        except members.ERRORS as error:
+            kind, message = members.describe_failure(error, self.settings.database, self.settings.db_busy_s)
+            if kind == "unavailable":
+                # The shared database is gone (and its guard with it): publish nothing, exit 1.
+                raise members.DatabaseError(message, kind=kind) from None
+            self.result.db = self.result.db or kind
+            logger.error("could not store %s: %s", what, message)
 
-def _write_database(settings: Settings, result: RunResult, what: str, write: Callable[[], None]) -> None:
-    """Run write; when the database refuses it, name why in result.db and log one line, never raise."""
-    try:
-        write()
-    except members.ERRORS as error:
-        kind, message = members.describe_failure(error, settings.database, settings.db_busy_s)
-        if kind == "unavailable":
-            # The shared database is gone (and its guard with it): publish nothing, exit 1.
-            raise members.DatabaseError(message, kind=kind) from None
-        result.db = result.db or kind
-        logger.error("could not store %s: %s", what, message)
+    def _current_members(self, read_before: list[members.Member]) -> list[members.Member]:
+        """Return the public members as they are now; the list read before, if the database cannot say."""
+        try:
+            return members.list_members(self.connection, public_only=True)
+        except members.ERRORS as error:
+            logger.warning("could not read the members again (%s); using the list read at the start", error)
+            return read_before
 
+    def _linked_now(self, tracks: list[Track]) -> list[Track]:
+        """Return the tracks still linked to their member as the database says now; all of them if it cannot say."""
+        try:
+            return _still_linked(tracks, members.list_members(self.connection, public_only=True))
+        except members.ERRORS as error:
+            logger.warning("could not check the members again: %s", error)
+            return tracks
 
-def _current_members(connection, read_before: list[members.Member]) -> list[members.Member]:
-    """Return the public members as they are now; the list read before, if the database cannot say."""
-    try:
-        return members.list_members(connection, public_only=True)
-    except members.ERRORS as error:
-        logger.warning("could not read the members again (%s); using the list read at the start", error)
-        return read_before
+    def _publish_for_members(self, tracks: list[Track], last_updated: datetime) -> None:
+        """Publish tracks; if a member is removed, made private or relinked meanwhile, publish without them.
+
+        The snapshot is built before the publish. A change seen just before the
+        pointer moves stops that publish (the snapshot stays unnamed and
+        expires); a change after the pointer moved is corrected at once by a
+        second publish, one generation later, rather than by the next run.
+        """
+        result = self.result
+
+        def guarded(step: str) -> None:
+            self.checkpoint(step)
+            if step == "pointer-read" and len(self._linked_now(tracks)) != len(tracks):
+                raise _MembersChangedError
+
+        try:
+            self.publish(tracks, last_updated, guarded)
+        except _MembersChangedError:
+            pass
+        else:
+            if result.exit_code != EXIT_OK or result.outcome is not Outcome.PUBLISHED:
+                return
+        kept = self._linked_now(tracks)
+        if len(kept) == len(tracks):
+            return
+        logger.warning(
+            "%d member(s) removed, made private or relinked while publishing; publishing again without them",
+            len(tracks) - len(kept),
+        )
+        result.tracks = len(kept)
+        self.publish(kept, last_updated, publisher.no_checkpoint, offset=1)
+
+    def _restore_if_missing(self, tracks: list[Track]) -> None:
+        """Publish, step 3 (docs/design.md): Last.fm failed for everyone; republish only what a cache loss erased."""
+        result = self.result
+        result.error = "no member could be fetched from Last.fm"
+        try:
+            current = publisher.read_published(self.client, self.settings.key_prefix)
+        except publisher.PublishError as error:
+            result.error += f"; {error}"
+            logger.error("%s", result.error)
+            return
+        if current is not None or not tracks:
+            logger.error("%s; the current snapshot stays as it is", result.error)
+            return
+        last_updated = max(track.fetched_at for track in tracks)
+        self.publish(tracks, last_updated, self.checkpoint)
+        if result.exit_code == EXIT_OK:
+            # Published or superseded: either way the run only restored data (exit 1).
+            result.end(Outcome.RESTORED)
+            logger.error("%s; the snapshot was missing, so the last known tracks were republished", result.error)
+
+    def publish(
+        self, tracks: list[Track], last_updated: datetime, checkpoint: publisher.Checkpoint, *, offset: int = 0
+    ) -> None:
+        """Publish, steps 4-6: tracks as the run's generation (plus offset, for a corrected second publish)."""
+        result = self.result
+        snapshot = Snapshot(
+            generation=result.generation + offset,
+            last_updated=last_updated,
+            tracks=tuple(tracks),
+            stats={
+                "members": result.members,
+                "fetched": result.fetched,
+                "carried": result.carried,
+                "dropped": result.dropped,
+                "failed": result.failed,
+                "fetchSeconds": round(self.clock() - self.start_clock, 3),
+            },
+        )
+        try:
+            outcome = publisher.publish_snapshot(
+                self.client,
+                self.settings.key_prefix,
+                snapshot,
+                expiry_s=self.settings.max_stale_s,
+                checkpoint=checkpoint,
+            )
+        except publisher.PublishError as error:
+            result.end(Outcome.FAILED, error=str(error))
+            logger.error("publish failed: %s", error)
+            return
+        result.end(Outcome(outcome.value))
+
+    def _note_pointer_behind(self) -> None:
+        """Log a pointer older than this job's last publish: the publish that follows moves it forward as usual.
+
+        A memcached server that rejoins a pool with old data (cut off, not
+        restarted) holds an old pointer; web workers keep showing the newer
+        snapshot they have (docs/design.md, Read) until this run replaces it.
+        """
+        known = members.last_published_generation(self.connection)
+        current = publisher.pointer_generation(self.client, self.settings.key_prefix)
+        if known is not None and current is not None and current < known:
+            logger.warning(
+                "pointer at generation %s is older than generation %s this job published last"
+                " (a memcached server rejoined with old data?); moving it forward",
+                current,
+                known,
+            )
+
+    def summary(self) -> None:
+        """End the run: its duration, one INFO summary line, the metrics file."""
+        result = self.result
+        if not result.duration_s:
+            # A run recorded in the database already has its duration (the stored summary's).
+            result.duration_s = self.clock() - self.start_clock
+        logger.info("%s", result.summary())
+        warm_metrics.write_run_metrics(self.settings.metrics_file, result)
 
 
 def _for_linked_accounts(
-    results: Mapping[int, object], accounts: Mapping[int, str], current: list[members.Member]
-) -> dict[int, object]:
+    results: Mapping[int, FetchResult], accounts: Mapping[int, str], current: list[members.Member]
+) -> dict[int, FetchResult]:
     """Keep the results of members still public and linked to the Last.fm account that was fetched."""
     linked = {member.id: member.lastfm_username.casefold() for member in current}
     return {
@@ -474,55 +709,8 @@ def _still_linked(tracks: list[Track], current: list[members.Member]) -> list[Tr
     return [track for track in tracks if linked.get(track.username.casefold()) == track.lastfm_username.casefold()]
 
 
-def _linked_now(connection, tracks: list[Track]) -> list[Track]:
-    """Return the tracks still linked to their member as the database says now; all of them if it cannot say."""
-    try:
-        return _still_linked(tracks, members.list_members(connection, public_only=True))
-    except members.ERRORS as error:
-        logger.warning("could not check the members again: %s", error)
-        return tracks
-
-
-class _MembersChangedError(Exception):
-    """Raised inside a publish, before the pointer moves, when a member of the snapshot changed meanwhile."""
-
-
-def _publish_for_members(
-    connection, settings, client, result, tracks, last_updated, checkpoint, clock, start_clock
-) -> None:
-    """Publish tracks; if a member is removed, made private or relinked meanwhile, publish without them.
-
-    The snapshot is built before the publish. A change seen just before the
-    pointer moves stops that publish (the snapshot stays unnamed and
-    expires); a change after the pointer moved is corrected at once by a
-    second publish, one generation later, rather than by the next run.
-    """
-
-    def guarded(step: str) -> None:
-        checkpoint(step)
-        if step == "pointer-read" and len(_linked_now(connection, tracks)) != len(tracks):
-            raise _MembersChangedError
-
-    try:
-        _publish(settings, client, result, tracks, last_updated, guarded, clock, start_clock)
-    except _MembersChangedError:
-        pass
-    else:
-        if result.exit_code != EXIT_OK or result.outcome != publisher.PublishOutcome.PUBLISHED.value:
-            return
-    kept = _linked_now(connection, tracks)
-    if len(kept) == len(tracks):
-        return
-    logger.warning(
-        "%d member(s) removed, made private or relinked while publishing; publishing again without them",
-        len(tracks) - len(kept),
-    )
-    result.tracks = len(kept)
-    _publish(settings, client, result, kept, last_updated, publisher.no_checkpoint, clock, start_clock, 1)
-
-
 def _outcomes(
-    results: Mapping[int, object], now: datetime, ceiling_s: int, accounts: Mapping[int, str] | None = None
+    results: Mapping[int, FetchResult], now: datetime, ceiling_s: int, accounts: Mapping[int, str] | None = None
 ) -> list[members.FetchOutcome]:
     """Turn fetch results into database changes, each with the member's next poll time.
 
@@ -535,79 +723,15 @@ def _outcomes(
         account = accounts.get(member_id) if accounts is not None else None
         if isinstance(value, Track):
             next_poll = schedule.next_poll_at(value, now, ceiling_s)
-            outcomes.append(members.FetchOutcome(member_id, "ok", value, next_poll, account))
-        elif value == NO_SCROBBLES:
-            outcomes.append(members.FetchOutcome(member_id, "ok", None, later, account))
+            outcomes.append(members.FetchOutcome(member_id, FetchStatus.OK, value, next_poll, account))
+        elif isinstance(value, NoScrobbles):
+            outcomes.append(members.FetchOutcome(member_id, FetchStatus.OK, None, later, account))
         elif isinstance(value, LastfmPermanentError):
-            outcomes.append(members.FetchOutcome(member_id, value.reason, None, later, account))
+            outcomes.append(members.FetchOutcome(member_id, FetchStatus(value.reason), None, later, account))
         else:
             # A transient failure: try again next cycle.
-            outcomes.append(members.FetchOutcome(member_id, "failed", None, now, account))
+            outcomes.append(members.FetchOutcome(member_id, FetchStatus.FAILED, None, now, account))
     return outcomes
-
-
-def _restore_if_missing(settings, client, result, tracks, checkpoint, clock, start_clock) -> None:
-    """Publish, step 3 (docs/design.md): Last.fm failed for everyone; republish only what a cache loss erased."""
-    result.error = "no member could be fetched from Last.fm"
-    try:
-        current = publisher.read_published(client, settings.key_prefix)
-    except publisher.PublishError as error:
-        result.error += f"; {error}"
-        logger.error("%s", result.error)
-        return
-    if current is not None or not tracks:
-        logger.error("%s; the current snapshot stays as it is", result.error)
-        return
-    last_updated = max(track.fetched_at for track in tracks)
-    _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock)
-    if result.exit_code == EXIT_OK:
-        result.outcome = "restored"
-        logger.error("%s; the snapshot was missing, so the last known tracks were republished", result.error)
-    result.exit_code = EXIT_FAILED
-
-
-def _publish(settings, client, result, tracks, last_updated, checkpoint, clock, start_clock, offset=0) -> None:
-    """Publish tracks as the run's generation (plus offset, for a corrected second publish)."""
-    snapshot = Snapshot(
-        generation=result.generation + offset,
-        last_updated=last_updated,
-        tracks=tuple(tracks),
-        stats={
-            "members": result.members,
-            "fetched": result.fetched,
-            "carried": result.carried,
-            "dropped": result.dropped,
-            "failed": result.failed,
-            "fetchSeconds": round(clock() - start_clock, 3),
-        },
-    )
-    try:
-        outcome = publisher.publish_snapshot(
-            client, settings.key_prefix, snapshot, expiry_s=settings.max_stale_s, checkpoint=checkpoint
-        )
-    except publisher.PublishError as error:
-        result.outcome, result.exit_code, result.error = "failed", EXIT_FAILED, str(error)
-        logger.error("publish failed: %s", error)
-        return
-    result.outcome, result.exit_code = outcome.value, EXIT_OK
-
-
-def _note_pointer_behind(settings, connection, client) -> None:
-    """Log a pointer older than this job's last publish: the publish that follows moves it forward as usual.
-
-    A memcached server that rejoins a pool with old data (cut off, not
-    restarted) holds an old pointer; web workers keep showing the newer
-    snapshot they have (docs/design.md, Read) until this run replaces it.
-    """
-    known = members.last_published_generation(connection)
-    current = publisher.pointer_generation(client, settings.key_prefix)
-    if known is not None and current is not None and current < known:
-        logger.warning(
-            "pointer at generation %s is older than generation %s this job published last"
-            " (a memcached server rejoined with old data?); moving it forward",
-            current,
-            known,
-        )
 
 
 class GenerationFilter(logging.Filter):
@@ -641,7 +765,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         settings.require_lastfm_key()
     except SettingsError as error:
         logger.error("%s", error)
-        return EXIT_CONFIG
+        return error.exit_code
     return run(settings).exit_code
 
 

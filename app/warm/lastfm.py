@@ -124,9 +124,7 @@ class LastfmTransientError(LastfmError):
 
 
 class LastfmFatalError(LastfmError):
-    """Raised when the API key is invalid or suspended, so the whole run must stop."""
-
-    exit_code = 2
+    """Raised when the API key is invalid or suspended, so the whole run must stop (outcome config, exit 2)."""
 
 
 class _MalformedError(Exception):

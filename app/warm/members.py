@@ -16,6 +16,7 @@ import resource
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 import psycopg
@@ -346,16 +347,30 @@ def list_members(connection: sqlite3.Connection, *, public_only: bool = False) -
     ]
 
 
+class FetchStatus(StrEnum):
+    """How a member's fetch ended, as stored in members.lastfm_status (FAILED is never stored)."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    PRIVATE = "private"
+    # Transient: only the member's schedule changes.
+    FAILED = "failed"
+
+
 @dataclasses.dataclass(frozen=True)
 class FetchOutcome:
     """What one run learned about one member: a new track, no scrobbles, or gone."""
 
     member_id: int
-    status: str  # "ok", "not_found", "private", or "failed" (transient: only the schedule changes)
+    status: FetchStatus
     track: Track | None
     next_poll_at: datetime | None = None
     # The Last.fm account the run asked for; None: whichever is linked.
     lastfm_username: str | None = None
+
+    def __post_init__(self) -> None:
+        # Accept the stored spelling ("ok"), refuse anything that is not a status.
+        object.__setattr__(self, "status", FetchStatus(self.status))
 
 
 # Store a member's last known track, replacing the one before.
@@ -399,12 +414,12 @@ def record_outcomes(connection: sqlite3.Connection, outcomes: Iterable[FetchOutc
             if visible is None:
                 continue
             next_poll = format_time(outcome.next_poll_at) if outcome.next_poll_at is not None else None
-            if outcome.status == "failed":
+            if outcome.status is FetchStatus.FAILED:
                 connection.execute("UPDATE members SET next_poll_at = ? WHERE id = ?", (next_poll, outcome.member_id))
                 continue
             connection.execute(
                 "UPDATE members SET lastfm_status = ?, next_poll_at = ? WHERE id = ?",
-                (outcome.status, next_poll, outcome.member_id),
+                (outcome.status.value, next_poll, outcome.member_id),
             )
             if outcome.track is None:
                 connection.execute("DELETE FROM last_tracks WHERE member_id = ?", (outcome.member_id,))

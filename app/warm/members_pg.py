@@ -16,7 +16,6 @@ from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 import psycopg
-import psycopg.conninfo
 import psycopg.errors
 
 SCHEMA_VERSION = 1

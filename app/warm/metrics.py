@@ -25,7 +25,7 @@ from app.warm import lastfm
 # Named as in every log line (logger=app.warm_metrics), whatever the module's place in the package.
 logger = logging.getLogger("app.warm_metrics")
 
-# Every outcome a run can have (README, Operations); one is 1, the others 0.
+# Every outcome a run can have (README, Operations; job.Outcome, in its order); one is 1, the others 0.
 OUTCOMES = ("published", "superseded", "locked", "leased", "failed", "restored", "config", "error")
 MEMBER_RESULTS = ("fetched", "carried", "dropped", "failed", "deferred")
 # Outcomes after which the run's own snapshot is current.
