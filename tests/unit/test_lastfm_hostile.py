@@ -7,24 +7,11 @@ import logging
 from datetime import timedelta
 
 import pytest
-import responses
 
 from app.warm import lastfm
 from tests.unit.test_lastfm import NOW
-from tests.unit.test_lastfm import FakeClock
 from tests.unit.test_lastfm import make_client
 from tests.unit.test_lastfm import serve
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as requests_mock:
-        yield requests_mock
 
 
 def page(uts: object) -> bytes:
