@@ -18,6 +18,7 @@ from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.warm.publisher import publish_snapshot
 from tests.support import REPO
+from tests.support.tracks import make_track
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +38,8 @@ def make_tracks(count: int, now: datetime, track_chars: int = 20) -> tuple[Track
     for index in range(count):
         name = f"member{index:02d}"
         tracks.append(
-            Track(
-                username=name,
+            make_track(
+                name,
                 lastfm_username=name,
                 artist=f"Artist number {index}",
                 album=f"Album number {index}",

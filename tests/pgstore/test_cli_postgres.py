@@ -11,13 +11,13 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from app.core.snapshot import Track
 from app.warm import members
 from app.warm.members import FetchOutcome
 from tests.postgres import PASSWORD
 from tests.support import REPO
 from tests.support import WARM_SCRIPT
 from tests.support import service_env
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
@@ -101,18 +101,7 @@ def _fill(connection) -> None:
     alice = members.add_member(connection, "alice", "rj", public=True, now=NOW)
     members.add_member(connection, "Bob", "bobfm", public=False, now=NOW)
     carol = members.add_member(connection, "carol", "carolfm", public=True, now=NOW)
-    track = Track(
-        username="alice",
-        lastfm_username="rj",
-        artist="Björk",
-        album="Homogenic",
-        track="Jóga",
-        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        image="",
-        played_at=NOW - timedelta(minutes=4),
-        now_playing=False,
-        fetched_at=NOW,
-    )
+    track = make_track(lastfm_username="rj", fetched_at=NOW)
     members.record_outcomes(
         connection,
         [

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 # The wall-clock start of a FakeClock unless a test names its own: whole
 # seconds, as the snapshot format keeps them.
-START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+START = datetime(2026, 1, 2, 3, 5, tzinfo=UTC)
 # Where monotonic seconds start: any value will do, as only differences count.
 MONOTONIC_START_S = 1000.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC
 from datetime import datetime
-from datetime import timedelta
 
 import pytest
 
@@ -13,6 +12,7 @@ from app.warm import members as module
 from app.warm.members import DatabaseError
 from app.warm.members import FetchOutcome
 from app.warm.members import MembersError
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
@@ -30,19 +30,8 @@ def add(connection, username: str, lastfm_username: str | None = None, *, public
     return module.add_member(connection, username, lastfm_username, public=public, now=NOW)
 
 
-def make_track(member: module.Member, *, now_playing: bool = False, artist: str = "Björk") -> Track:
-    return Track(
-        username=member.username,
-        lastfm_username=member.lastfm_username,
-        artist=artist,
-        album="Homogenic",
-        track="Jóga",
-        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        image="",
-        played_at=None if now_playing else NOW - timedelta(minutes=4),
-        now_playing=now_playing,
-        fetched_at=NOW,
-    )
+def track_of(member: module.Member, **fields) -> Track:
+    return make_track(member.username, lastfm_username=member.lastfm_username, fetched_at=NOW, **fields)
 
 
 def by_name(connection) -> dict[str, module.Member]:
@@ -222,7 +211,7 @@ def test_remove_member_removes_only_that_member(connection):
 
 def test_remove_member_forgets_the_last_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     module.remove_member(connection, "alice")
 
@@ -260,7 +249,7 @@ def test_set_visibility_makes_member_public(connection):
 
 def test_set_visibility_private_forgets_the_last_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     module.set_visibility(connection, "alice", False)
 
@@ -269,7 +258,7 @@ def test_set_visibility_private_forgets_the_last_track(connection):
 
 def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
     module.set_visibility(connection, "alice", False)
 
     module.set_visibility(connection, "alice", True)
@@ -279,7 +268,7 @@ def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
 
 def test_set_visibility_public_keeps_the_last_track(connection):
     alice = add(connection, "alice")
-    track = make_track(alice)
+    track = track_of(alice)
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
 
     module.set_visibility(connection, "alice", True)
@@ -310,7 +299,7 @@ def test_set_lastfm_username_links_the_new_account(connection):
 
 def test_set_lastfm_username_forgets_the_old_accounts_track(connection):
     alice = add(connection, "alice", "old_name")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     module.set_lastfm_username(connection, "alice", "new_name")
 
@@ -365,7 +354,7 @@ def test_set_lastfm_username_raises_when_member_is_unknown(connection):
 @pytest.mark.parametrize("now_playing", [False, True])
 def test_record_outcomes_stores_the_track(connection, now_playing):
     alice = add(connection, "alice")
-    track = make_track(alice, now_playing=now_playing)
+    track = track_of(alice, now_playing=now_playing)
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
 
@@ -375,8 +364,8 @@ def test_record_outcomes_stores_the_track(connection, now_playing):
 
 def test_record_outcomes_replaces_the_previous_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice, artist="Old"))])
-    newer = make_track(alice, artist="New")
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice, artist="Old"))])
+    newer = track_of(alice, artist="New")
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", newer)])
 
@@ -386,7 +375,7 @@ def test_record_outcomes_replaces_the_previous_track(connection):
 @pytest.mark.parametrize("status", ["not_found", "private"])
 def test_record_outcomes_clears_the_track_when_member_is_gone(connection, status):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, status, None)])
 
@@ -396,7 +385,7 @@ def test_record_outcomes_clears_the_track_when_member_is_gone(connection, status
 
 def test_record_outcomes_clears_the_track_when_member_has_no_scrobbles(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", None)])
 
@@ -407,7 +396,7 @@ def test_record_outcomes_skips_member_who_became_private(connection):
     alice = add(connection, "alice")
     module.set_visibility(connection, "alice", False)
 
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     member = by_name(connection)["alice"]
     assert (member.last_track, member.lastfm_status) == (None, "unknown")
@@ -417,7 +406,7 @@ def test_record_outcomes_skips_member_who_was_removed(connection):
     alice = add(connection, "alice")
     module.remove_member(connection, "alice")
 
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track_of(alice))])
 
     assert connection.execute("SELECT COUNT(*) FROM last_tracks").fetchone()[0] == 0
 
@@ -426,9 +415,9 @@ def test_record_outcomes_still_stores_the_other_members(connection):
     alice = add(connection, "alice")
     bob = add(connection, "bob")
     module.remove_member(connection, "alice")
-    track = make_track(bob)
+    track = track_of(bob)
 
-    outcomes = [FetchOutcome(alice.id, "ok", make_track(alice)), FetchOutcome(bob.id, "ok", track)]
+    outcomes = [FetchOutcome(alice.id, "ok", track_of(alice)), FetchOutcome(bob.id, "ok", track)]
 
     module.record_outcomes(connection, outcomes)
 

@@ -12,6 +12,7 @@ from app.core.settings import SettingsError
 from app.core.settings import load_settings
 from app.core.snapshot import Track
 from app.warm import members
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -96,7 +97,7 @@ def test_record_outcomes_skips_member_relinked_since_the_fetch(database):
 
 
 def _track(username: str, account: str) -> Track:
-    return Track(username, account, "Artist", "", "Title", "", "", NOW, False, NOW)
+    return make_track(username, lastfm_username=account, fetched_at=NOW)
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "61", "soon"])
