@@ -92,7 +92,7 @@ def test_a_bad_url_or_refused_password_exits_2_with_one_line_and_no_password(pos
         timeout=60,
     )
     assert warm.returncode == 2, warm.stderr
-    assert "ERROR" in warm.stderr or "error" in warm.stderr
+    assert "level=ERROR" in warm.stderr, warm.stderr
     written = metrics.read_text() if metrics.exists() else ""
     _assert_no_password(listed.stdout, listed.stderr, warm.stdout, warm.stderr, written)
 
