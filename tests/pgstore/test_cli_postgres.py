@@ -15,7 +15,7 @@ from app.warm import members
 from app.warm.members import FetchOutcome
 from tests.postgres import PASSWORD
 from tests.support import REPO
-from tests.support import WARM_SCRIPT
+from tests.support import run_warm
 from tests.support import service_env
 from tests.support.tracks import make_track
 
@@ -26,6 +26,21 @@ FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 def cli(database, *args: str, **extra: str) -> subprocess.CompletedProcess:
     env = service_env({"LISTENS_DATABASE": str(database), **extra})
     return subprocess.run([*FLASK, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def warm_on(database: str, tmp_path, **extra: str) -> subprocess.CompletedProcess:
+    """Run scripts/warm_listens.py once on database, with memcached and Last.fm unreachable."""
+    return run_warm(
+        {
+            "LISTENS_DATABASE": database,
+            "LISTENS_MEMCACHED": "127.0.0.1:1",
+            "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
+            "LASTFM_API_KEY": "k",
+            "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
+            **extra,
+        },
+        timeout_s=60,
+    )
 
 
 def test_every_users_command_works_on_postgresql(postgres_url):
@@ -74,23 +89,7 @@ def test_a_bad_url_or_refused_password_exits_2_with_one_line_and_no_password(pos
     assert listed.returncode == 2, listed.stderr
     assert listed.stderr.startswith("Error: ") and listed.stderr.count("\n") == 1, listed.stderr
     metrics = tmp_path / "listens.prom"
-    warm = subprocess.run(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(
-            {
-                "LISTENS_DATABASE": url,
-                "LISTENS_MEMCACHED": "127.0.0.1:1",
-                "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
-                "LASTFM_API_KEY": "k",
-                "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
-                "LISTENS_METRICS_FILE": str(metrics),
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    warm = warm_on(url, tmp_path, LISTENS_METRICS_FILE=str(metrics))
     assert warm.returncode == 2, warm.stderr
     assert "level=ERROR" in warm.stderr, warm.stderr
     written = metrics.read_text() if metrics.exists() else ""
@@ -178,22 +177,7 @@ def test_warm_run_refuses_a_newer_schema_with_exit_2_and_writes_nothing(postgres
     members.connect(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as raw:
         raw.execute("UPDATE schema_version SET version = version + 1")
-    warm = subprocess.run(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(
-            {
-                "LISTENS_DATABASE": postgres_url,
-                "LISTENS_MEMCACHED": "127.0.0.1:1",
-                "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
-                "LASTFM_API_KEY": "k",
-                "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    warm = warm_on(postgres_url, tmp_path)
     assert warm.returncode == 2, warm.stderr
     errors = [line for line in warm.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "newer than this release" in errors[0]

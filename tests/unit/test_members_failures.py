@@ -32,10 +32,14 @@ def failure_of(write) -> sqlite3.Error:
     return caught.value
 
 
+def record_a_run(connection) -> None:
+    members.record_run(connection, 1, NOW, 0, "warm outcome=published")
+
+
 def test_read_only_database_is_named_read_only(database):
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
     try:
-        error = failure_of(lambda: members.record_run(connection, 1, NOW, 0, "warm outcome=published"))
+        error = failure_of(lambda: record_a_run(connection))
     finally:
         connection.close()
 
@@ -50,7 +54,7 @@ def test_locked_database_is_named_busy_with_its_timeout(database):
     holder.execute("BEGIN IMMEDIATE")
     connection = members.connect(database, busy_timeout_s=0.2)
     try:
-        error = failure_of(lambda: members.record_run(connection, 1, NOW, 0, "warm outcome=published"))
+        error = failure_of(lambda: record_a_run(connection))
     finally:
         connection.close()
         holder.rollback()

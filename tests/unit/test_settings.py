@@ -210,35 +210,19 @@ OUT_OF_RANGE_FLOATS = [
 ]
 
 
-@pytest.mark.parametrize("variable", INTEGER_VARIABLES)
-@pytest.mark.parametrize("raw", BAD_INTEGERS)
-def test_load_settings_rejects_bad_integer(variable, raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
-
-
-@pytest.mark.parametrize(("variable", "raw"), OUT_OF_RANGE_INTEGERS)
-def test_load_settings_rejects_integer_out_of_range(variable, raw):
-    with pytest.raises(SettingsError, match="out of range") as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
+def rejected_numbers():
+    """Yield (variable, raw, what the message must say) for every number the settings refuse."""
+    for variables, bad in ((INTEGER_VARIABLES, BAD_INTEGERS), (FLOAT_VARIABLES, BAD_FLOATS)):
+        for variable in variables:
+            for raw in bad:
+                yield pytest.param(variable, raw, None, id=f"{variable}={raw!r}")
+    for variable, raw in (*OUT_OF_RANGE_INTEGERS, *OUT_OF_RANGE_FLOATS):
+        yield pytest.param(variable, raw, "out of range", id=f"{variable}={raw!r}-out-of-range")
 
 
-@pytest.mark.parametrize("variable", FLOAT_VARIABLES)
-@pytest.mark.parametrize("raw", BAD_FLOATS)
-def test_load_settings_rejects_bad_number(variable, raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
-
-
-@pytest.mark.parametrize(("variable", "raw"), OUT_OF_RANGE_FLOATS)
-def test_load_settings_rejects_number_out_of_range(variable, raw):
-    with pytest.raises(SettingsError, match="out of range") as caught:
+@pytest.mark.parametrize(("variable", "raw", "says"), list(rejected_numbers()))
+def test_load_settings_rejects_bad_or_out_of_range_number(variable, raw, says):
+    with pytest.raises(SettingsError, match=says) as caught:
         load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
 
     assert_one_line_naming(caught.value, variable)
