@@ -104,12 +104,6 @@ def page_state(client) -> str:
 
 
 @pytest.fixture
-def stub():
-    with LastfmStub() as stub:
-        yield stub
-
-
-@pytest.fixture
 def published(settings, memcached, stub):
     """Three members, one run at T0 published."""
     add_members(settings, "alice", "bob", "carol")

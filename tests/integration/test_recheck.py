@@ -11,7 +11,6 @@ from app import create_app
 from app.core.settings import load_settings
 from app.warm import job
 from app.web.reader import SnapshotReader
-from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
@@ -22,11 +21,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stub(settings, memcached):
-    with LastfmStub() as stub:
-        add_members(settings, "alice", "bob", "carol")
-        answer_everyone(stub, T0)
-        yield stub
+def stub(stub, settings, memcached):
+    """The mocked Last.fm answering for alice, bob, carol, who are members."""
+    add_members(settings, "alice", "bob", "carol")
+    answer_everyone(stub, T0)
+    return stub
 
 
 def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(settings, memcached, stub):

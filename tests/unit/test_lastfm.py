@@ -84,6 +84,16 @@ def serve(mocked, user: str, body, status: int = 200, headers: dict | None = Non
     )
 
 
+def fails_once(clock, mocked, error=lastfm.LastfmTransientError, match=None, client=None) -> lastfm.LastfmError:
+    """Fetch quirky's track: expect error (matching match) after one request and no pause, and return it."""
+    client = client if client is not None else make_client(clock)
+    with pytest.raises(error, match=match) as caught:
+        client.fetch_recent_track("member", "quirky", now=NOW)
+    assert len(mocked.calls) == 1
+    assert clock.sleeps == []
+    return caught.value
+
+
 def utc(uts: int) -> datetime:
     return datetime.fromtimestamp(uts, tz=UTC)
 
@@ -383,11 +393,7 @@ def test_fetch_recent_track_truncates_very_long_names(clock, mocked):
 def test_fetch_recent_track_raises_transient_without_retry_when_item_is_malformed(name, clock, mocked):
     serve(mocked, "quirky", payload(name))
 
-    with pytest.raises(lastfm.LastfmTransientError):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
-    assert clock.sleeps == []
+    fails_once(clock, mocked)
 
 
 def test_fetch_recent_track_names_the_other_user_when_page_is_for_someone_else(clock, mocked):
@@ -437,10 +443,7 @@ def test_fetch_recent_track_raises_transient_when_body_is_over_the_limit(with_le
         match=[matchers.query_param_matcher(expected_params("quirky"))],
     )
 
-    with pytest.raises(lastfm.LastfmTransientError, match="over 1000 bytes"):
-        make_client(clock, max_body_bytes=1000).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
+    fails_once(clock, mocked, match="over 1000 bytes", client=make_client(clock, max_body_bytes=1000))
 
 
 # -- Last.fm error codes and HTTP statuses ----------------------------------------
@@ -451,11 +454,7 @@ def test_fetch_recent_track_raises_transient_when_body_is_over_the_limit(with_le
 def test_fetch_recent_track_raises_fatal_when_api_key_is_refused(name, status, clock, mocked):
     serve(mocked, "quirky", payload(name), status=status)
 
-    with pytest.raises(lastfm.LastfmFatalError) as caught:
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert caught.value.exit_code == 2
-    assert len(mocked.calls) == 1
+    assert fails_once(clock, mocked, lastfm.LastfmFatalError).exit_code == 2
 
 
 @pytest.mark.parametrize(
@@ -474,11 +473,7 @@ def test_fetch_recent_track_retries_then_raises_transient_for_temporary_error_co
 def test_fetch_recent_track_raises_transient_without_retry_for_unknown_error_code(clock, mocked):
     serve(mocked, "quirky", payload("error_4_unknown_code.json"), status=400)
 
-    with pytest.raises(lastfm.LastfmTransientError) as caught:
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert caught.value.code == 4
-    assert len(mocked.calls) == 1
+    assert fails_once(clock, mocked).code == 4
 
 
 def test_fetch_recent_track_treats_error_6_on_a_5xx_as_transient(clock, mocked):
@@ -560,10 +555,7 @@ def test_fetch_recent_track_reports_retry_after_when_retries_run_out(clock, mock
 def test_fetch_recent_track_raises_transient_without_retry_for_other_statuses(status, clock, mocked):
     serve(mocked, "quirky", b"", status=status, headers={"Location": "https://elsewhere.test/"})
 
-    with pytest.raises(lastfm.LastfmTransientError, match=f"HTTP {status}"):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
+    fails_once(clock, mocked, match=f"HTTP {status}")
 
 
 @pytest.mark.parametrize(
