@@ -7,6 +7,7 @@ import sys
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -111,6 +112,17 @@ def _fill(connection) -> None:
     members.record_run(connection, 1767323100, NOW, 0, "published 1 track")
 
 
+def filled_sqlite(tmp_path) -> Path:
+    """Return a new SQLite members file with three members, one last known track and one run."""
+    source = tmp_path / "source.sqlite3"
+    connection = members.connect(source)
+    try:
+        _fill(connection)
+    finally:
+        connection.close()
+    return source
+
+
 def _contents(database) -> tuple:
     connection = members.connect(database)
     try:
@@ -124,10 +136,7 @@ def _contents(database) -> tuple:
 
 
 def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgres_url, tmp_path):
-    source = tmp_path / "source.sqlite3"
-    connection = members.connect(source)
-    _fill(connection)
-    connection.close()
+    source = filled_sqlite(tmp_path)
     expected = _contents(source)
     assert expected[0][0].last_track is not None and expected[0][0].next_poll_at is not None
 
@@ -152,10 +161,7 @@ def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgre
 
 
 def test_db_copy_into_a_database_with_members_exits_2_and_changes_nothing(postgres_url, tmp_path):
-    source = tmp_path / "source.sqlite3"
-    connection = members.connect(source)
-    _fill(connection)
-    connection.close()
+    source = filled_sqlite(tmp_path)
     connection = members.connect(postgres_url)
     members.add_member(connection, "zoe", "zoefm", public=True, now=NOW)
     connection.close()

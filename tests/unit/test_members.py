@@ -235,20 +235,13 @@ def test_remove_member_raises_when_member_is_unknown(connection):
 # -- visibility ---------------------------------------------------------------------------------
 
 
-def test_set_visibility_makes_member_private(connection):
-    add(connection, "alice")
+@pytest.mark.parametrize("public", [False, True])
+def test_set_visibility_makes_member_public_or_private(connection, public):
+    add(connection, "alice", public=not public)
 
-    module.set_visibility(connection, "alice", False)
+    module.set_visibility(connection, "alice", public)
 
-    assert by_name(connection)["alice"].public is False
-
-
-def test_set_visibility_makes_member_public(connection):
-    add(connection, "alice", public=False)
-
-    module.set_visibility(connection, "alice", True)
-
-    assert by_name(connection)["alice"].public is True
+    assert by_name(connection)["alice"].public is public
 
 
 def test_set_visibility_private_forgets_the_last_track(connection):

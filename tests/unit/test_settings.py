@@ -35,6 +35,13 @@ def assert_one_line_naming(error: SettingsError, variable: str) -> None:
     assert SECRET not in message
 
 
+def assert_refused(variable: str, raw: str, match: str | None = None) -> None:
+    """Load settings with variable set to raw: expect a one-line SettingsError naming variable (and matching match)."""
+    with pytest.raises(SettingsError, match=match) as caught:
+        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
+    assert_one_line_naming(caught.value, variable)
+
+
 # -- defaults -------------------------------------------------------------------
 
 
@@ -222,10 +229,7 @@ def rejected_numbers():
 
 @pytest.mark.parametrize(("variable", "raw", "says"), list(rejected_numbers()))
 def test_load_settings_rejects_bad_or_out_of_range_number(variable, raw, says):
-    with pytest.raises(SettingsError, match=says) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
+    assert_refused(variable, raw, match=says)
 
 
 @pytest.mark.parametrize(
@@ -251,10 +255,7 @@ def test_load_settings_rejects_bad_or_out_of_range_number(variable, raw, says):
     ],
 )
 def test_load_settings_rejects_bad_memcached_list(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_MEMCACHED": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_MEMCACHED")
+    assert_refused("LISTENS_MEMCACHED", raw)
 
 
 @pytest.mark.parametrize(
@@ -272,10 +273,7 @@ def test_load_settings_rejects_bad_memcached_list(raw):
     ],
 )
 def test_load_settings_rejects_bad_lastfm_url(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_LASTFM_URL": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_LASTFM_URL")
+    assert_refused("LISTENS_LASTFM_URL", raw)
 
 
 @pytest.mark.parametrize(
@@ -283,10 +281,7 @@ def test_load_settings_rejects_bad_lastfm_url(raw):
     ["has space", "a:b", "prefix/with/slash", "x" * 65, "ключ", "tab\there", "new\nline"],
 )
 def test_load_settings_rejects_bad_key_prefix(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_KEY_PREFIX": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_KEY_PREFIX")
+    assert_refused("LISTENS_KEY_PREFIX", raw)
 
 
 def test_settings_error_exit_code_is_2():
