@@ -141,16 +141,19 @@ def test_recent_tracks_is_the_same_for_the_same_clock_and_changes_an_hour_later(
     assert recent(base_url, "member0").json() != first[0]
 
 
-def test_quirk_user_ghost_is_not_found(base_url):
-    response = recent(base_url, "ghost")
-    assert response.status_code == 404
-    assert response.json() == {"error": 6, "message": "User not found"}
-
-
-def test_quirk_user_hidden_is_private(base_url):
-    response = recent(base_url, "hidden")
-    assert response.status_code == 403
-    assert response.json() == {"error": 17, "message": "Login: User required to be logged in"}
+@pytest.mark.parametrize(
+    ("user", "status", "answer"),
+    [
+        pytest.param("ghost", 404, {"error": 6, "message": "User not found"}, id="ghost-is-not-found"),
+        pytest.param(
+            "hidden", 403, {"error": 17, "message": "Login: User required to be logged in"}, id="hidden-is-private"
+        ),
+    ],
+)
+def test_quirk_user_gets_lastfms_error(base_url, user, status, answer):
+    response = recent(base_url, user)
+    assert response.status_code == status
+    assert response.json() == answer
 
 
 def test_quirk_user_quiet_has_no_scrobbles(base_url):
