@@ -15,7 +15,6 @@ from app.warm import job
 from app.web.views import PUBLIC_CACHE
 from app.web.views import SHORT_CACHE
 from tests import support
-from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 
 pytestmark = pytest.mark.integration
@@ -32,12 +31,6 @@ def answers(client) -> dict[str, tuple[str, str]]:
     """Return each path's (state, Cache-Control), the state read from the API's JSON."""
     state = client.get("/api/internal/user-listens").get_json()["state"]
     return {path: (state, client.get(path).headers["Cache-Control"]) for path in PATHS}
-
-
-@pytest.fixture
-def stub():
-    with LastfmStub() as stub:
-        yield stub
 
 
 def test_short_cache_is_a_few_seconds_and_shorter_than_public_cache():

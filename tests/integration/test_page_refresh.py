@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -18,6 +17,8 @@ from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.warm.publisher import publish_snapshot
 from tests.support import REPO
+from tests.support.clock import FakeClock
+from tests.support.tracks import make_track
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,6 @@ CSS_BUDGET = 15 * 1024
 SCRIPT_BUDGET = 6 * 1024
 FRAGMENT = "/fragment/listens"
 SECTION = re.compile(r'<section class="listens".*?</section>', re.DOTALL)
-# The server's clock, to the second: the page and the fragment are asked a moment apart.
-NOW = re.compile(r'data-now="[^"]+"')
 
 
 def make_tracks(count: int, now: datetime, track_chars: int = 20) -> tuple[Track, ...]:
@@ -37,8 +36,8 @@ def make_tracks(count: int, now: datetime, track_chars: int = 20) -> tuple[Track
     for index in range(count):
         name = f"member{index:02d}"
         tracks.append(
-            Track(
-                username=name,
+            make_track(
+                name,
                 lastfm_username=name,
                 artist=f"Artist number {index}",
                 album=f"Album number {index}",
@@ -60,28 +59,21 @@ def publish(settings, tracks: tuple[Track, ...], now: datetime) -> int:
     return snapshot.generation
 
 
-def page_and_fragment(client) -> tuple[str, str]:
-    """Return the page's section and the fragment, asked within the same minute (relative times)."""
-    while True:
-        minute = int(time.time() // 60)
-        page = client.get("/").get_data(as_text=True)
-        fragment = client.get(FRAGMENT).get_data(as_text=True)
-        if int(time.time() // 60) == minute:
-            return SECTION.search(page).group(0), fragment
-
-
 @pytest.mark.parametrize("state", ["fresh", "warming", "unavailable"])
 def test_fragment_is_the_pages_section_byte_for_byte(state, settings, memcached):
+    clock = FakeClock()
     if state == "fresh":
-        publish(settings, make_tracks(8, datetime.now(UTC)), datetime.now(UTC))
+        publish(settings, make_tracks(8, clock.now()), clock.now())
     elif state == "unavailable":
         settings = dataclasses.replace(settings, memcached_servers=("127.0.0.1:1",))
-    client = create_app(settings).test_client()
+    # One "now" for both answers: the same relative times and the same data-now.
+    client = create_app(settings, clock=clock.now).test_client()
 
-    section, fragment = page_and_fragment(client)
+    page = client.get("/").get_data(as_text=True)
+    fragment = client.get(FRAGMENT).get_data(as_text=True)
 
     assert f'data-state="{state}"' in fragment
-    assert NOW.sub("", fragment) == NOW.sub("", section)
+    assert fragment == SECTION.search(page).group(0)
     assert fragment.startswith("<section") and fragment.endswith("</section>")
 
 

@@ -32,6 +32,7 @@ from tests.support import REPO
 from tests.support import MemcachedProcess
 from tests.support import memcached_command
 from tests.support import memcached_stats
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +104,6 @@ def page_state(client) -> str:
 
 
 @pytest.fixture
-def stub():
-    with LastfmStub() as stub:
-        yield stub
-
-
-@pytest.fixture
 def published(settings, memcached, stub):
     """Three members, one run at T0 published."""
     add_members(settings, "alice", "bob", "carol")
@@ -119,7 +114,7 @@ def published(settings, memcached, stub):
 
 
 def test_warm_publishes_snapshot_that_page_and_api_show(published, settings):
-    client = create_app(settings, clock=lambda: T0 + timedelta(minutes=1)).test_client()
+    client = create_app(settings, clock=FakeClock(T0 + timedelta(minutes=1)).now).test_client()
     data = api(client)
 
     assert data["state"] == "fresh"
@@ -258,8 +253,10 @@ def test_memcached_restart_while_lastfm_down_restores_last_known_tracks(publishe
     assert [track.username for track in reading.snapshot.tracks] == ["alice", "bob", "carol"]
 
 
-def test_every_state_has_its_own_wording(settings, memcached, stub, client):
-    now = datetime.now(UTC)
+def test_every_state_has_its_own_wording(settings, memcached, stub):
+    clock = FakeClock(T0 + timedelta(days=1))
+    now = clock.now()
+    client = create_app(settings, clock=clock.now).test_client()
     pages = {"warming": client.get("/").get_data(as_text=True)}
     add_members(settings, "alice", "bob", "carol")
     # Generations only move forward, so the runs go from the oldest start time.

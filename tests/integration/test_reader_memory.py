@@ -17,6 +17,7 @@ from app.web.reader import SnapshotReader
 from tests.model.protocol import BASE_TIME
 from tests.model.protocol import make_snapshot
 from tests.support import MemcachedProcess
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -56,18 +57,18 @@ def test_reader_reused_within_recheck_keeps_last_list_then_unavailable_past_the_
     server = MemcachedProcess().start()
     try:
         publish(server.address, 1000)
-        ticks = [0.0]
+        clock = FakeClock(monotonic_s=0.0)
         reader = SnapshotReader(
-            (server.address,), PREFIX, FRESH_S, recheck_s=60, max_stale_s=3600, clock=lambda: ticks[0]
+            (server.address,), PREFIX, FRESH_S, recheck_s=60, max_stale_s=3600, clock=clock.monotonic
         )
         shown_at = BASE_TIME + timedelta(seconds=1000)
         assert reader.read(shown_at).state is State.FRESH
         server.stop()
 
-        ticks[0] = 61.0
+        clock.advance(61)
         down = reader.read(shown_at + timedelta(seconds=61))
         # Within the recheck interval the unreachable answer is reused, its age moving on with now.
-        ticks[0] = 62.0
+        clock.advance(1)
         later = reader.read(shown_at + timedelta(seconds=1800))
         expired = reader.read(shown_at + timedelta(seconds=3601))
     finally:

@@ -11,45 +11,37 @@ from app import create_app
 from app.core.settings import load_settings
 from app.warm import job
 from app.web.reader import SnapshotReader
-from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
 from tests.support import memcached_stats
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def stub(settings, memcached):
-    with LastfmStub() as stub:
-        add_members(settings, "alice", "bob", "carol")
-        answer_everyone(stub, T0)
-        yield stub
+def stub(stub, settings, memcached):
+    """The mocked Last.fm answering for alice, bob, carol, who are members."""
+    add_members(settings, "alice", "bob", "carol")
+    answer_everyone(stub, T0)
+    return stub
 
 
 def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(settings, memcached, stub):
     first = job.run(settings, now=T0)
     clock = FakeClock()
     reader = SnapshotReader(
-        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock
+        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=0.5, clock=clock.monotonic
     )
     assert reader.read(T0).generation == first.generation
     second = job.run(settings, now=T0 + timedelta(minutes=5))
     gets_before = memcached_stats(memcached.address)["cmd_get"]
 
-    clock.now += 0.4
+    clock.advance(0.4)
     within = reader.read(T0 + timedelta(minutes=6))
     gets_within = memcached_stats(memcached.address)["cmd_get"] - gets_before
-    clock.now += 0.2
+    clock.advance(0.2)
     after = reader.read(T0 + timedelta(minutes=6))
 
     assert within.generation == first.generation and gets_within == 0
@@ -59,7 +51,7 @@ def test_reader_reuses_pointer_within_recheck_interval_then_sees_new_generation(
 def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
     job.run(settings, now=T0)
     reader = SnapshotReader(
-        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock()
+        settings.memcached_servers, settings.key_prefix, settings.fresh_s, recheck_s=60, clock=FakeClock().monotonic
     )
 
     assert reader.read(T0).state.value == "fresh"
@@ -68,8 +60,8 @@ def test_reader_ages_a_reused_reading_with_now(settings, memcached, stub):
 
 def page_bodies(settings, minutes: tuple[int, ...]) -> tuple[list[set[bytes]], int]:
     """Ask for the page five times at each T0 + minute + 30 s; return the bodies seen each time and the renders."""
-    now = [T0]
-    client = create_app(settings, clock=lambda: now[0]).test_client()
+    clock = FakeClock(T0)
+    client = create_app(settings, clock=clock.now).test_client()
     rendered = []
 
     def record(sender, template, context, **extra):
@@ -78,7 +70,7 @@ def page_bodies(settings, minutes: tuple[int, ...]) -> tuple[list[set[bytes]], i
     bodies = []
     with template_rendered.connected_to(record, client.application):
         for minute in minutes:
-            now[0] = T0 + timedelta(minutes=minute, seconds=30)
+            clock.advance_to(T0 + timedelta(minutes=minute, seconds=30))
             bodies.append({client.get("/").data for _ in range(5)})
     return bodies, rendered.count("home.html")
 

@@ -9,7 +9,6 @@ from werkzeug.datastructures import Headers
 
 from app import create_app
 from app.warm import job
-from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
@@ -18,11 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stub(settings, memcached):
-    with LastfmStub() as stub:
-        add_members(settings, "alice", "bob")
-        answer_everyone(stub, T0)
-        yield stub
+def stub(stub, settings, memcached):
+    """The mocked Last.fm answering for alice, bob, who are members."""
+    add_members(settings, "alice", "bob")
+    answer_everyone(stub, T0)
+    return stub
 
 
 @pytest.mark.parametrize("path", ["/", "/api/internal/user-listens"])

@@ -9,7 +9,6 @@ import pytest
 
 from app.warm import job
 from app.warm import members
-from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
@@ -20,11 +19,10 @@ NAMES = ("alice", "bob", "carol", "dave")
 
 
 @pytest.fixture
-def stub():
-    with LastfmStub() as stub:
-        for name in NAMES:
-            stub.answers[name] = recent_payload(name, "Low", f"{name} song", played=T0 - timedelta(days=2))
-        yield stub
+def stub(stub):
+    for name in NAMES:
+        stub.answers[name] = recent_payload(name, "Low", f"{name} song", played=T0 - timedelta(days=2))
+    return stub
 
 
 @pytest.fixture

@@ -85,14 +85,25 @@ def explore(clients: Clients, flush, initial: str, schedule: list[Action], count
             explore(clients, flush, initial, [*schedule, ("kill", index)], counts)
 
 
+def swap_positions(runs: list[Run], schedule: list[Action]) -> list[int | None]:
+    """Return where in schedule each run swapped the pointer, None for a run that never did."""
+    taken = [0] * len(runs)
+    positions: list[int | None] = [None] * len(runs)
+    for position, (_, run) in enumerate(schedule):
+        if runs[run].steps[taken[run]] == "pointer-swapped":
+            positions[run] = position
+        taken[run] += 1
+    return positions
+
+
 def check_outcome(runs: list[Run], schedule: list[Action]) -> None:
-    """Both runs finished: the newer one published, the older one published before it or was superseded."""
+    """Both runs finished: the newer one published; the older one published if it swapped first, else superseded."""
     older, newer = runs
+    older_swap, newer_swap = swap_positions(runs, schedule)
+    swapped_first = older_swap is not None and newer_swap is not None and older_swap < newer_swap
+    expected = publisher.PublishOutcome.PUBLISHED if swapped_first else publisher.PublishOutcome.SUPERSEDED
     assert newer.outcome is publisher.PublishOutcome.PUBLISHED, (describe(schedule), newer.error)
-    assert older.outcome in (publisher.PublishOutcome.PUBLISHED, publisher.PublishOutcome.SUPERSEDED), (
-        describe(schedule),
-        older.error,
-    )
+    assert older.outcome is expected, (describe(schedule), older.error)
 
 
 @pytest.mark.parametrize("initial", ["empty", "published"])

@@ -7,17 +7,18 @@ import sys
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from app.core.snapshot import Track
 from app.warm import members
 from app.warm.members import FetchOutcome
 from tests.postgres import PASSWORD
 from tests.support import REPO
-from tests.support import WARM_SCRIPT
+from tests.support import run_warm
 from tests.support import service_env
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
@@ -26,6 +27,21 @@ FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 def cli(database, *args: str, **extra: str) -> subprocess.CompletedProcess:
     env = service_env({"LISTENS_DATABASE": str(database), **extra})
     return subprocess.run([*FLASK, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def warm_on(database: str, tmp_path, **extra: str) -> subprocess.CompletedProcess:
+    """Run scripts/warm_listens.py once on database, with memcached and Last.fm unreachable."""
+    return run_warm(
+        {
+            "LISTENS_DATABASE": database,
+            "LISTENS_MEMCACHED": "127.0.0.1:1",
+            "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
+            "LASTFM_API_KEY": "k",
+            "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
+            **extra,
+        },
+        timeout_s=60,
+    )
 
 
 def test_every_users_command_works_on_postgresql(postgres_url):
@@ -74,25 +90,9 @@ def test_a_bad_url_or_refused_password_exits_2_with_one_line_and_no_password(pos
     assert listed.returncode == 2, listed.stderr
     assert listed.stderr.startswith("Error: ") and listed.stderr.count("\n") == 1, listed.stderr
     metrics = tmp_path / "listens.prom"
-    warm = subprocess.run(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(
-            {
-                "LISTENS_DATABASE": url,
-                "LISTENS_MEMCACHED": "127.0.0.1:1",
-                "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
-                "LASTFM_API_KEY": "k",
-                "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
-                "LISTENS_METRICS_FILE": str(metrics),
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    warm = warm_on(url, tmp_path, LISTENS_METRICS_FILE=str(metrics))
     assert warm.returncode == 2, warm.stderr
-    assert "ERROR" in warm.stderr or "error" in warm.stderr
+    assert "level=ERROR" in warm.stderr, warm.stderr
     written = metrics.read_text() if metrics.exists() else ""
     _assert_no_password(listed.stdout, listed.stderr, warm.stdout, warm.stderr, written)
 
@@ -101,18 +101,7 @@ def _fill(connection) -> None:
     alice = members.add_member(connection, "alice", "rj", public=True, now=NOW)
     members.add_member(connection, "Bob", "bobfm", public=False, now=NOW)
     carol = members.add_member(connection, "carol", "carolfm", public=True, now=NOW)
-    track = Track(
-        username="alice",
-        lastfm_username="rj",
-        artist="Björk",
-        album="Homogenic",
-        track="Jóga",
-        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        image="",
-        played_at=NOW - timedelta(minutes=4),
-        now_playing=False,
-        fetched_at=NOW,
-    )
+    track = make_track(lastfm_username="rj", fetched_at=NOW)
     members.record_outcomes(
         connection,
         [
@@ -121,6 +110,17 @@ def _fill(connection) -> None:
         ],
     )
     members.record_run(connection, 1767323100, NOW, 0, "published 1 track")
+
+
+def filled_sqlite(tmp_path) -> Path:
+    """Return a new SQLite members file with three members, one last known track and one run."""
+    source = tmp_path / "source.sqlite3"
+    connection = members.connect(source)
+    try:
+        _fill(connection)
+    finally:
+        connection.close()
+    return source
 
 
 def _contents(database) -> tuple:
@@ -136,10 +136,7 @@ def _contents(database) -> tuple:
 
 
 def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgres_url, tmp_path):
-    source = tmp_path / "source.sqlite3"
-    connection = members.connect(source)
-    _fill(connection)
-    connection.close()
+    source = filled_sqlite(tmp_path)
     expected = _contents(source)
     assert expected[0][0].last_track is not None and expected[0][0].next_poll_at is not None
 
@@ -164,10 +161,7 @@ def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgre
 
 
 def test_db_copy_into_a_database_with_members_exits_2_and_changes_nothing(postgres_url, tmp_path):
-    source = tmp_path / "source.sqlite3"
-    connection = members.connect(source)
-    _fill(connection)
-    connection.close()
+    source = filled_sqlite(tmp_path)
     connection = members.connect(postgres_url)
     members.add_member(connection, "zoe", "zoefm", public=True, now=NOW)
     connection.close()
@@ -189,22 +183,7 @@ def test_warm_run_refuses_a_newer_schema_with_exit_2_and_writes_nothing(postgres
     members.connect(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as raw:
         raw.execute("UPDATE schema_version SET version = version + 1")
-    warm = subprocess.run(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(
-            {
-                "LISTENS_DATABASE": postgres_url,
-                "LISTENS_MEMCACHED": "127.0.0.1:1",
-                "LISTENS_LASTFM_URL": "http://127.0.0.1:1/2.0/",
-                "LASTFM_API_KEY": "k",
-                "LISTENS_LOCK_FILE": str(tmp_path / "warm.lock"),
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    warm = warm_on(postgres_url, tmp_path)
     assert warm.returncode == 2, warm.stderr
     errors = [line for line in warm.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "newer than this release" in errors[0]

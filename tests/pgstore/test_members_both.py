@@ -40,21 +40,14 @@ def connection(request, tmp_path):
 
 def test_the_engine_rejects_a_duplicate_name_in_another_case_even_past_the_code(connection):
     add(connection, "alice", "alice_fm")
-    error = module.ERRORS
-    with pytest.raises(error):
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute(
-                "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, 1, ?)",
-                ("ALICE", "other_fm", "2026-01-02T03:05:00Z"),
-            )
-    with pytest.raises(error):
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute(
-                "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, 1, ?)",
-                ("carol", "ALICE_FM", "2026-01-02T03:05:00Z"),
-            )
+    for username, lastfm_username in (("ALICE", "other_fm"), ("carol", "ALICE_FM")):
+        with pytest.raises(module.ERRORS):
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(
+                    "INSERT INTO members (username, lastfm_username, public, created_at) VALUES (?, ?, 1, ?)",
+                    (username, lastfm_username, "2026-01-02T03:05:00Z"),
+                )
     assert list(by_name(connection)) == ["alice"]
 
 

@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from app import create_app
-from app.core.snapshot import Track
 from app.warm import members
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
@@ -80,7 +80,7 @@ def test_users_list_shows_the_last_known_track(populated, settings):
     connection = members.connect(settings.database)
     try:
         alice = next(member for member in members.list_members(connection) if member.username == "alice")
-        track = Track("alice", "rj", "Björk", "Homogenic", "Jóga", "", "", NOW, False, NOW)
+        track = make_track(lastfm_username="rj", fetched_at=NOW)
         members.record_outcomes(connection, [members.FetchOutcome(alice.id, "ok", track)])
     finally:
         connection.close()

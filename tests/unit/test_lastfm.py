@@ -17,6 +17,7 @@ from responses import matchers
 from app.core import snapshot
 from app.warm import lastfm
 from app.warm import throttle
+from tests.support.clock import FakeClock
 
 BASE_URL = "https://lastfm.test/2.0/"
 API_KEY = "SECRETKEY5f1e2d3c4b5a69788796a5b4"
@@ -45,24 +46,6 @@ def payload_json(name: str) -> dict:
     return json.loads(payload(name))
 
 
-class FakeClock:
-    """A clock that only moves when something sleeps on it (or when told to step on every reading)."""
-
-    def __init__(self, start: float = 1000.0, step: float = 0.0) -> None:
-        self.now = start
-        self.step = step
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 class RecordingRateLimiter(throttle.RateLimiter):
     """A real rate limiter that also remembers every pause asked of it."""
 
@@ -75,19 +58,10 @@ class RecordingRateLimiter(throttle.RateLimiter):
         super().pause_until(moment)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as requests_mock:
-        yield requests_mock
-
-
 def make_client(clock: FakeClock, api_key: str | None = API_KEY, **options) -> lastfm.LastfmClient:
-    return lastfm.LastfmClient(requests.Session(), BASE_URL, api_key, clock=clock, sleep=clock.sleep, **options)
+    return lastfm.LastfmClient(
+        requests.Session(), BASE_URL, api_key, clock=clock.monotonic, sleep=clock.sleep, **options
+    )
 
 
 def expected_params(user: str, api_key: str | None = API_KEY) -> dict[str, str]:
@@ -108,6 +82,16 @@ def serve(mocked, user: str, body, status: int = 200, headers: dict | None = Non
         content_type="application/json",
         match=[matchers.query_param_matcher(expected_params(user, api_key))],
     )
+
+
+def fails_once(clock, mocked, error=lastfm.LastfmTransientError, match=None, client=None) -> lastfm.LastfmError:
+    """Fetch quirky's track: expect error (matching match) after one request and no pause, and return it."""
+    client = client if client is not None else make_client(clock)
+    with pytest.raises(error, match=match) as caught:
+        client.fetch_recent_track("member", "quirky", now=NOW)
+    assert len(mocked.calls) == 1
+    assert clock.sleeps == []
+    return caught.value
 
 
 def utc(uts: int) -> datetime:
@@ -409,11 +393,7 @@ def test_fetch_recent_track_truncates_very_long_names(clock, mocked):
 def test_fetch_recent_track_raises_transient_without_retry_when_item_is_malformed(name, clock, mocked):
     serve(mocked, "quirky", payload(name))
 
-    with pytest.raises(lastfm.LastfmTransientError):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
-    assert clock.sleeps == []
+    fails_once(clock, mocked)
 
 
 def test_fetch_recent_track_names_the_other_user_when_page_is_for_someone_else(clock, mocked):
@@ -463,10 +443,7 @@ def test_fetch_recent_track_raises_transient_when_body_is_over_the_limit(with_le
         match=[matchers.query_param_matcher(expected_params("quirky"))],
     )
 
-    with pytest.raises(lastfm.LastfmTransientError, match="over 1000 bytes"):
-        make_client(clock, max_body_bytes=1000).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
+    fails_once(clock, mocked, match="over 1000 bytes", client=make_client(clock, max_body_bytes=1000))
 
 
 # -- Last.fm error codes and HTTP statuses ----------------------------------------
@@ -477,10 +454,7 @@ def test_fetch_recent_track_raises_transient_when_body_is_over_the_limit(with_le
 def test_fetch_recent_track_raises_fatal_when_api_key_is_refused(name, status, clock, mocked):
     serve(mocked, "quirky", payload(name), status=status)
 
-    with pytest.raises(lastfm.LastfmFatalError):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
+    fails_once(clock, mocked, lastfm.LastfmFatalError)
 
 
 @pytest.mark.parametrize(
@@ -499,11 +473,7 @@ def test_fetch_recent_track_retries_then_raises_transient_for_temporary_error_co
 def test_fetch_recent_track_raises_transient_without_retry_for_unknown_error_code(clock, mocked):
     serve(mocked, "quirky", payload("error_4_unknown_code.json"), status=400)
 
-    with pytest.raises(lastfm.LastfmTransientError) as caught:
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert caught.value.code == 4
-    assert len(mocked.calls) == 1
+    assert fails_once(clock, mocked).code == 4
 
 
 def test_fetch_recent_track_treats_error_6_on_a_5xx_as_transient(clock, mocked):
@@ -516,7 +486,7 @@ def test_fetch_recent_track_treats_error_6_on_a_5xx_as_transient(clock, mocked):
 def test_fetch_recent_track_retries_after_rate_limit_error_and_pauses_every_worker(clock, mocked):
     serve(mocked, "quirky", payload("error_29_rate_limit.json"))
     serve(mocked, "quirky", payload("recent_single_valid.json"))
-    limiter = RecordingRateLimiter(5, clock=clock, sleep=clock.sleep)
+    limiter = RecordingRateLimiter(5, clock=clock.monotonic, sleep=clock.sleep)
 
     track = make_client(clock, throttle=limiter).fetch_recent_track("member", "quirky", now=NOW)
 
@@ -527,7 +497,7 @@ def test_fetch_recent_track_retries_after_rate_limit_error_and_pauses_every_work
 
 def test_fetch_recent_track_pauses_every_worker_even_when_out_of_retries(clock, mocked):
     serve(mocked, "quirky", payload("error_29_rate_limit.json"), headers={"Retry-After": "20"})
-    limiter = RecordingRateLimiter(5, clock=clock, sleep=clock.sleep)
+    limiter = RecordingRateLimiter(5, clock=clock.monotonic, sleep=clock.sleep)
 
     with pytest.raises(lastfm.LastfmTransientError):
         make_client(clock, max_retries=0, throttle=limiter).fetch_recent_track("member", "quirky", now=NOW)
@@ -562,7 +532,7 @@ def test_fetch_recent_track_raises_transient_after_503_three_times(clock, mocked
 def test_fetch_recent_track_honours_retry_after_on_429(header, expected_sleep, clock, mocked):
     serve(mocked, "quirky", b"", status=429, headers={"Retry-After": header})
     serve(mocked, "quirky", payload("recent_single_valid.json"))
-    limiter = RecordingRateLimiter(5, clock=clock, sleep=clock.sleep)
+    limiter = RecordingRateLimiter(5, clock=clock.monotonic, sleep=clock.sleep)
 
     track = make_client(clock, throttle=limiter).fetch_recent_track("member", "quirky", now=NOW)
 
@@ -585,10 +555,7 @@ def test_fetch_recent_track_reports_retry_after_when_retries_run_out(clock, mock
 def test_fetch_recent_track_raises_transient_without_retry_for_other_statuses(status, clock, mocked):
     serve(mocked, "quirky", b"", status=status, headers={"Location": "https://elsewhere.test/"})
 
-    with pytest.raises(lastfm.LastfmTransientError, match=f"HTTP {status}"):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW)
-
-    assert len(mocked.calls) == 1
+    fails_once(clock, mocked, match=f"HTTP {status}")
 
 
 @pytest.mark.parametrize(
@@ -613,7 +580,7 @@ def test_fetch_recent_track_retries_then_raises_transient_when_connection_fails(
 
 def test_fetch_recent_track_raises_deadline_without_a_request_when_deadline_has_passed(clock, mocked):
     with pytest.raises(lastfm.LastfmTransientError, match="deadline"):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock() - 1)
+        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock.monotonic() - 1)
 
     assert len(mocked.calls) == 0
 
@@ -621,7 +588,7 @@ def test_fetch_recent_track_raises_deadline_without_a_request_when_deadline_has_
 def test_fetch_recent_track_caps_timeouts_at_the_time_left(clock, mocked):
     serve(mocked, "quirky", payload("recent_single_valid.json"))
 
-    make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock() + 2.0)
+    make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock.monotonic() + 2.0)
 
     request_options = mocked.calls[0].request.req_kwargs
     assert request_options["timeout"] == (pytest.approx(2.0), pytest.approx(2.0))
@@ -640,26 +607,28 @@ def test_fetch_recent_track_raises_instead_of_sleeping_past_the_deadline(clock, 
     serve(mocked, "quirky", b"", status=503, headers={"Retry-After": "30"})
 
     with pytest.raises(lastfm.LastfmTransientError, match="HTTP 503"):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock() + 10)
+        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock.monotonic() + 10)
 
     assert len(mocked.calls) == 1
     assert clock.sleeps == []
 
 
 def test_fetch_recent_track_raises_deadline_when_it_passes_while_reading(mocked):
-    clock = FakeClock(step=10.0)
+    clock = FakeClock(step_s=10.0)
     serve(mocked, "quirky", payload("recent_single_valid.json"))
 
     with pytest.raises(lastfm.LastfmTransientError, match="deadline"):
-        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock() + 15)
+        make_client(clock).fetch_recent_track("member", "quirky", now=NOW, deadline=clock.monotonic() + 15)
 
 
 def test_fetch_recent_track_raises_deadline_without_a_request_when_throttle_refuses(clock, mocked):
-    limiter = throttle.RateLimiter(1, clock=clock, sleep=clock.sleep)
-    limiter.pause_until(clock() + 100)
+    limiter = throttle.RateLimiter(1, clock=clock.monotonic, sleep=clock.sleep)
+    limiter.pause_until(clock.monotonic() + 100)
 
     with pytest.raises(lastfm.LastfmTransientError, match="deadline"):
-        make_client(clock, throttle=limiter).fetch_recent_track("member", "quirky", now=NOW, deadline=clock() + 50)
+        make_client(clock, throttle=limiter).fetch_recent_track(
+            "member", "quirky", now=NOW, deadline=clock.monotonic() + 50
+        )
 
     assert len(mocked.calls) == 0
 
@@ -667,7 +636,7 @@ def test_fetch_recent_track_raises_deadline_without_a_request_when_throttle_refu
 def test_fetch_recent_track_waits_for_the_throttle_before_each_request(clock, mocked):
     serve(mocked, "first", payload("recent_single_valid.json").replace(b'"quirky"', b'"first"'))
     serve(mocked, "second", payload("recent_single_valid.json").replace(b'"quirky"', b'"second"'))
-    client = make_client(clock, throttle=throttle.RateLimiter(2, clock=clock, sleep=clock.sleep))
+    client = make_client(clock, throttle=throttle.RateLimiter(2, clock=clock.monotonic, sleep=clock.sleep))
 
     client.fetch_recent_track("member", "first", now=NOW)
     client.fetch_recent_track("member", "second", now=NOW)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC
 from datetime import datetime
-from datetime import timedelta
 
 import pytest
 
@@ -13,6 +13,7 @@ from app.warm import members as module
 from app.warm.members import DatabaseError
 from app.warm.members import FetchOutcome
 from app.warm.members import MembersError
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
 
@@ -30,19 +31,24 @@ def add(connection, username: str, lastfm_username: str | None = None, *, public
     return module.add_member(connection, username, lastfm_username, public=public, now=NOW)
 
 
-def make_track(member: module.Member, *, now_playing: bool = False, artist: str = "Björk") -> Track:
-    return Track(
-        username=member.username,
-        lastfm_username=member.lastfm_username,
-        artist=artist,
-        album="Homogenic",
-        track="Jóga",
-        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        image="",
-        played_at=None if now_playing else NOW - timedelta(minutes=4),
-        now_playing=now_playing,
-        fetched_at=NOW,
-    )
+def track_of(member: module.Member, **fields) -> Track:
+    return make_track(member.username, lastfm_username=member.lastfm_username, fetched_at=NOW, **fields)
+
+
+def remember(connection, member: module.Member, **fields) -> Track:
+    """Record a successful fetch of member's track (built from fields) and return the track."""
+    track = track_of(member, **fields)
+    module.record_outcomes(connection, [FetchOutcome(member.id, "ok", track)])
+    return track
+
+
+@contextlib.contextmanager
+def refused(connection, message: str):
+    """Expect the block to raise MembersError matching message and to leave the members as they were."""
+    before = module.list_members(connection)
+    with pytest.raises(MembersError, match=message):
+        yield
+    assert module.list_members(connection) == before
 
 
 def by_name(connection) -> dict[str, module.Member]:
@@ -163,40 +169,30 @@ def test_add_member_accepts_valid_lastfm_username(connection, lastfm_username):
     ],
 )
 def test_add_member_rejects_invalid_lastfm_username(connection, lastfm_username):
-    with pytest.raises(MembersError, match="not a valid Last.fm username"):
+    with refused(connection, "not a valid Last.fm username"):
         add(connection, "alice", lastfm_username)
-
-    assert module.list_members(connection) == []
 
 
 @pytest.mark.parametrize("username", ["", "-alice", ".alice", "a b", "a/b", "<b>", "x" * 31, "bob\n", "é"])
 def test_add_member_rejects_invalid_username(connection, username):
-    with pytest.raises(MembersError, match="not a valid member name"):
+    with refused(connection, "not a valid member name"):
         module.add_member(connection, username, "rj", public=True, now=NOW)
-
-    assert module.list_members(connection) == []
 
 
 @pytest.mark.parametrize("username", ["alice", "Alice", "ALICE"])
 def test_add_member_rejects_duplicate_username_in_any_case(connection, username):
     add(connection, "alice", "rj")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="already exists"):
+    with refused(connection, "already exists"):
         add(connection, username, "someone_else")
-
-    assert module.list_members(connection) == before
 
 
 @pytest.mark.parametrize("lastfm_username", ["rj", "RJ", "Rj"])
 def test_add_member_rejects_lastfm_username_linked_to_another_member(connection, lastfm_username):
     add(connection, "alice", "rj")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="already linked to member 'alice'"):
+    with refused(connection, "already linked to member 'alice'"):
         add(connection, "bob", lastfm_username)
-
-    assert module.list_members(connection) == before
 
 
 def test_members_error_message_is_one_line(connection):
@@ -222,7 +218,7 @@ def test_remove_member_removes_only_that_member(connection):
 
 def test_remove_member_forgets_the_last_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     module.remove_member(connection, "alice")
 
@@ -231,36 +227,26 @@ def test_remove_member_forgets_the_last_track(connection):
 
 def test_remove_member_raises_when_member_is_unknown(connection):
     add(connection, "alice")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="no member named 'nobody'"):
+    with refused(connection, "no member named 'nobody'"):
         module.remove_member(connection, "nobody")
-
-    assert module.list_members(connection) == before
 
 
 # -- visibility ---------------------------------------------------------------------------------
 
 
-def test_set_visibility_makes_member_private(connection):
-    add(connection, "alice")
+@pytest.mark.parametrize("public", [False, True])
+def test_set_visibility_makes_member_public_or_private(connection, public):
+    add(connection, "alice", public=not public)
 
-    module.set_visibility(connection, "alice", False)
+    module.set_visibility(connection, "alice", public)
 
-    assert by_name(connection)["alice"].public is False
-
-
-def test_set_visibility_makes_member_public(connection):
-    add(connection, "alice", public=False)
-
-    module.set_visibility(connection, "alice", True)
-
-    assert by_name(connection)["alice"].public is True
+    assert by_name(connection)["alice"].public is public
 
 
 def test_set_visibility_private_forgets_the_last_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     module.set_visibility(connection, "alice", False)
 
@@ -269,7 +255,7 @@ def test_set_visibility_private_forgets_the_last_track(connection):
 
 def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
     module.set_visibility(connection, "alice", False)
 
     module.set_visibility(connection, "alice", True)
@@ -279,8 +265,7 @@ def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
 
 def test_set_visibility_public_keeps_the_last_track(connection):
     alice = add(connection, "alice")
-    track = make_track(alice)
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
+    track = remember(connection, alice)
 
     module.set_visibility(connection, "alice", True)
 
@@ -289,12 +274,9 @@ def test_set_visibility_public_keeps_the_last_track(connection):
 
 def test_set_visibility_raises_when_member_is_unknown(connection):
     add(connection, "alice")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="no member named"):
+    with refused(connection, "no member named"):
         module.set_visibility(connection, "nobody", False)
-
-    assert module.list_members(connection) == before
 
 
 # -- set_lastfm_username ----------------------------------------------------------------------
@@ -310,7 +292,7 @@ def test_set_lastfm_username_links_the_new_account(connection):
 
 def test_set_lastfm_username_forgets_the_old_accounts_track(connection):
     alice = add(connection, "alice", "old_name")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     module.set_lastfm_username(connection, "alice", "new_name")
 
@@ -330,33 +312,24 @@ def test_set_lastfm_username_accepts_the_members_own_name_in_another_case(connec
 def test_set_lastfm_username_rejects_name_linked_to_another_member(connection, lastfm_username):
     add(connection, "alice", "rj")
     add(connection, "bob", "bob_fm")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="already linked to member 'alice'"):
+    with refused(connection, "already linked to member 'alice'"):
         module.set_lastfm_username(connection, "bob", lastfm_username)
-
-    assert module.list_members(connection) == before
 
 
 @pytest.mark.parametrize("lastfm_username", ["", "a b", "a.b", "é", "<script>", "abcdefghij123456", "rj\n"])
 def test_set_lastfm_username_rejects_invalid_name(connection, lastfm_username):
     add(connection, "alice", "rj")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="not a valid Last.fm username"):
+    with refused(connection, "not a valid Last.fm username"):
         module.set_lastfm_username(connection, "alice", lastfm_username)
-
-    assert module.list_members(connection) == before
 
 
 def test_set_lastfm_username_raises_when_member_is_unknown(connection):
     add(connection, "alice")
-    before = module.list_members(connection)
 
-    with pytest.raises(MembersError, match="no member named"):
+    with refused(connection, "no member named"):
         module.set_lastfm_username(connection, "nobody", "free_name")
-
-    assert module.list_members(connection) == before
 
 
 # -- record_outcomes ---------------------------------------------------------------------------
@@ -365,7 +338,7 @@ def test_set_lastfm_username_raises_when_member_is_unknown(connection):
 @pytest.mark.parametrize("now_playing", [False, True])
 def test_record_outcomes_stores_the_track(connection, now_playing):
     alice = add(connection, "alice")
-    track = make_track(alice, now_playing=now_playing)
+    track = track_of(alice, now_playing=now_playing)
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", track)])
 
@@ -375,8 +348,8 @@ def test_record_outcomes_stores_the_track(connection, now_playing):
 
 def test_record_outcomes_replaces_the_previous_track(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice, artist="Old"))])
-    newer = make_track(alice, artist="New")
+    remember(connection, alice, artist="Old")
+    newer = track_of(alice, artist="New")
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", newer)])
 
@@ -386,7 +359,7 @@ def test_record_outcomes_replaces_the_previous_track(connection):
 @pytest.mark.parametrize("status", ["not_found", "private"])
 def test_record_outcomes_clears_the_track_when_member_is_gone(connection, status):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, status, None)])
 
@@ -396,7 +369,7 @@ def test_record_outcomes_clears_the_track_when_member_is_gone(connection, status
 
 def test_record_outcomes_clears_the_track_when_member_has_no_scrobbles(connection):
     alice = add(connection, "alice")
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", None)])
 
@@ -407,7 +380,7 @@ def test_record_outcomes_skips_member_who_became_private(connection):
     alice = add(connection, "alice")
     module.set_visibility(connection, "alice", False)
 
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     member = by_name(connection)["alice"]
     assert (member.last_track, member.lastfm_status) == (None, "unknown")
@@ -417,7 +390,7 @@ def test_record_outcomes_skips_member_who_was_removed(connection):
     alice = add(connection, "alice")
     module.remove_member(connection, "alice")
 
-    module.record_outcomes(connection, [FetchOutcome(alice.id, "ok", make_track(alice))])
+    remember(connection, alice)
 
     assert connection.execute("SELECT COUNT(*) FROM last_tracks").fetchone()[0] == 0
 
@@ -426,9 +399,9 @@ def test_record_outcomes_still_stores_the_other_members(connection):
     alice = add(connection, "alice")
     bob = add(connection, "bob")
     module.remove_member(connection, "alice")
-    track = make_track(bob)
+    track = track_of(bob)
 
-    outcomes = [FetchOutcome(alice.id, "ok", make_track(alice)), FetchOutcome(bob.id, "ok", track)]
+    outcomes = [FetchOutcome(alice.id, "ok", track_of(alice)), FetchOutcome(bob.id, "ok", track)]
 
     module.record_outcomes(connection, outcomes)
 

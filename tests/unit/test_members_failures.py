@@ -12,6 +12,7 @@ from app.core.settings import SettingsError
 from app.core.settings import load_settings
 from app.core.snapshot import Track
 from app.warm import members
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,10 +32,14 @@ def failure_of(write) -> sqlite3.Error:
     return caught.value
 
 
+def record_a_run(connection) -> None:
+    members.record_run(connection, 1, NOW, 0, "warm outcome=published")
+
+
 def test_read_only_database_is_named_read_only(database):
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
     try:
-        error = failure_of(lambda: members.record_run(connection, 1, NOW, 0, "warm outcome=published"))
+        error = failure_of(lambda: record_a_run(connection))
     finally:
         connection.close()
 
@@ -49,7 +54,7 @@ def test_locked_database_is_named_busy_with_its_timeout(database):
     holder.execute("BEGIN IMMEDIATE")
     connection = members.connect(database, busy_timeout_s=0.2)
     try:
-        error = failure_of(lambda: members.record_run(connection, 1, NOW, 0, "warm outcome=published"))
+        error = failure_of(lambda: record_a_run(connection))
     finally:
         connection.close()
         holder.rollback()
@@ -96,7 +101,7 @@ def test_record_outcomes_skips_member_relinked_since_the_fetch(database):
 
 
 def _track(username: str, account: str) -> Track:
-    return Track(username, account, "Artist", "", "Title", "", "", NOW, False, NOW)
+    return make_track(username, lastfm_username=account, fetched_at=NOW)
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "61", "soon"])

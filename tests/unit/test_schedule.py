@@ -11,6 +11,7 @@ import pytest
 from app.core.snapshot import Track
 from app.warm import schedule
 from app.warm.members import Member
+from tests.support.tracks import make_track
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR_S = 3600
@@ -19,14 +20,7 @@ HOUR_S = 3600
 def track(
     *, played_ago: timedelta | None = None, now_playing: bool = False, fetched_ago: timedelta = timedelta(0)
 ) -> Track:
-    return Track(
-        username="m",
-        lastfm_username="m",
-        artist="Low",
-        album="",
-        track="Words",
-        url="",
-        image="",
+    return make_track(
         played_at=NOW - played_ago if played_ago is not None else None,
         now_playing=now_playing,
         fetched_at=NOW - fetched_ago,

@@ -35,6 +35,13 @@ def assert_one_line_naming(error: SettingsError, variable: str) -> None:
     assert SECRET not in message
 
 
+def assert_refused(variable: str, raw: str, match: str | None = None) -> None:
+    """Load settings with variable set to raw: expect a one-line SettingsError naming variable (and matching match)."""
+    with pytest.raises(SettingsError, match=match) as caught:
+        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
+    assert_one_line_naming(caught.value, variable)
+
+
 # -- defaults -------------------------------------------------------------------
 
 
@@ -210,38 +217,19 @@ OUT_OF_RANGE_FLOATS = [
 ]
 
 
-@pytest.mark.parametrize("variable", INTEGER_VARIABLES)
-@pytest.mark.parametrize("raw", BAD_INTEGERS)
-def test_load_settings_rejects_bad_integer(variable, raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
-
-
-@pytest.mark.parametrize(("variable", "raw"), OUT_OF_RANGE_INTEGERS)
-def test_load_settings_rejects_integer_out_of_range(variable, raw):
-    with pytest.raises(SettingsError, match="out of range") as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
+def rejected_numbers():
+    """Yield (variable, raw, what the message must say) for every number the settings refuse."""
+    for variables, bad in ((INTEGER_VARIABLES, BAD_INTEGERS), (FLOAT_VARIABLES, BAD_FLOATS)):
+        for variable in variables:
+            for raw in bad:
+                yield pytest.param(variable, raw, None, id=f"{variable}={raw!r}")
+    for variable, raw in (*OUT_OF_RANGE_INTEGERS, *OUT_OF_RANGE_FLOATS):
+        yield pytest.param(variable, raw, "out of range", id=f"{variable}={raw!r}-out-of-range")
 
 
-@pytest.mark.parametrize("variable", FLOAT_VARIABLES)
-@pytest.mark.parametrize("raw", BAD_FLOATS)
-def test_load_settings_rejects_bad_number(variable, raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
-
-
-@pytest.mark.parametrize(("variable", "raw"), OUT_OF_RANGE_FLOATS)
-def test_load_settings_rejects_number_out_of_range(variable, raw):
-    with pytest.raises(SettingsError, match="out of range") as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, variable: raw})
-
-    assert_one_line_naming(caught.value, variable)
+@pytest.mark.parametrize(("variable", "raw", "says"), list(rejected_numbers()))
+def test_load_settings_rejects_bad_or_out_of_range_number(variable, raw, says):
+    assert_refused(variable, raw, match=says)
 
 
 @pytest.mark.parametrize(
@@ -267,10 +255,7 @@ def test_load_settings_rejects_number_out_of_range(variable, raw):
     ],
 )
 def test_load_settings_rejects_bad_memcached_list(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_MEMCACHED": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_MEMCACHED")
+    assert_refused("LISTENS_MEMCACHED", raw)
 
 
 @pytest.mark.parametrize(
@@ -288,10 +273,7 @@ def test_load_settings_rejects_bad_memcached_list(raw):
     ],
 )
 def test_load_settings_rejects_bad_lastfm_url(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_LASTFM_URL": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_LASTFM_URL")
+    assert_refused("LISTENS_LASTFM_URL", raw)
 
 
 @pytest.mark.parametrize(
@@ -299,10 +281,7 @@ def test_load_settings_rejects_bad_lastfm_url(raw):
     ["has space", "a:b", "prefix/with/slash", "x" * 65, "ключ", "tab\there", "new\nline"],
 )
 def test_load_settings_rejects_bad_key_prefix(raw):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({"LASTFM_API_KEY": SECRET, "LISTENS_KEY_PREFIX": raw})
-
-    assert_one_line_naming(caught.value, "LISTENS_KEY_PREFIX")
+    assert_refused("LISTENS_KEY_PREFIX", raw)
 
 
 def test_settings_error_exit_code_is_2():

@@ -17,28 +17,11 @@ from app.core.snapshot import Pointer
 from app.core.snapshot import Snapshot
 from app.core.snapshot import SnapshotInvalidError
 from app.core.snapshot import Track
+from tests.support.clock import START
+from tests.support.tracks import make_track
 
 GENERATION = 1767323100000000
-NOW = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
-
-
-def make_track(
-    username: str = "alice", *, played_at: datetime | None = None, now_playing: bool = False, **fields
-) -> Track:
-    values = {
-        "username": username,
-        "lastfm_username": f"{username}_fm",
-        "artist": "Björk",
-        "album": "Homogenic",
-        "track": "Jóga",
-        "url": "https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        "image": "https://lastfm.freetls.fastly.net/i/u/300x300/a.png",
-        "played_at": played_at,
-        "now_playing": now_playing,
-        "fetched_at": NOW,
-    }
-    values.update(fields)
-    return Track(**values)
+NOW = START
 
 
 def make_snapshot(*tracks: Track, generation: int = GENERATION) -> Snapshot:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
@@ -15,35 +14,14 @@ from app.warm import job as module
 from app.warm.lastfm import LastfmPermanentError
 from app.warm.lastfm import LastfmTransientError
 from app.warm.members import Member
+from tests.support.clock import START
+from tests.support.tracks import make_track
 
-STARTED = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
+# Where the tracks' fetch times default to.
+STARTED = START
 FRESH_S = 420
 MAX_STALE_S = 86400
 FAKE_URL = "http://127.0.0.1:9/2.0/"
-
-
-def make_track(
-    username: str,
-    *,
-    fetched_at: datetime = STARTED,
-    played_at: datetime | None = None,
-    now_playing: bool = False,
-    artist: str = "Björk",
-) -> Track:
-    if played_at is None and not now_playing:
-        played_at = fetched_at - timedelta(minutes=3)
-    return Track(
-        username=username,
-        lastfm_username=f"{username}_fm",
-        artist=artist,
-        album="Homogenic",
-        track="Jóga",
-        url="https://www.last.fm/music/Bj%C3%B6rk/_/J%C3%B3ga",
-        image="",
-        played_at=played_at,
-        now_playing=now_playing,
-        fetched_at=fetched_at,
-    )
 
 
 def make_member(member_id: int, username: str, last_track: Track | None = None) -> Member:
