@@ -28,7 +28,7 @@ from app.core.snapshot import generation_from
 from app.warm import members
 from app.warm import publisher
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
 TEST_API_KEY = "test-key-5f2b9c0e7d1a4e3b"
 
