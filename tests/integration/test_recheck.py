@@ -15,7 +15,7 @@ from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
-from tests.support import memcached_stats
+from tests.support.memcached import memcached_stats
 
 pytestmark = pytest.mark.integration
 
