@@ -4,6 +4,7 @@ account, a poisoned render, through the real warm script, gunicorn, memcached an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import resource
@@ -276,13 +277,15 @@ def test_poisoned_wsgi_header_from_loopback_never_changes_the_page_others_get(he
 
 
 def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
-    cache = MemcachedProcess(extra_args=("-l", "::1"))
-    try:
-        cache.start()
-    except RuntimeError as error:
-        pytest.skip(f"this machine cannot listen on ::1: {error}")
-    lastfm = FakeLastfm().start(log_path=tmp_path / "fake-lastfm.log")
-    try:
+    with contextlib.ExitStack() as started:
+        cache = MemcachedProcess(extra_args=("-l", "::1"))
+        try:
+            cache.start()
+        except RuntimeError as error:
+            pytest.skip(f"this machine cannot listen on ::1: {error}")
+        started.callback(cache.stop)
+        lastfm = FakeLastfm().start(log_path=tmp_path / "fake-lastfm.log")
+        started.callback(lastfm.stop)
         # memcached answers on ::1: the address is reachable, the client is what cannot use it.
         with socket.create_connection(("::1", cache.port), timeout=2) as connection:
             connection.sendall(b"version\r\n")
@@ -299,6 +302,3 @@ def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
         # Before any network call: no Last.fm request, no memcached connection beyond the stats reads.
         assert lastfm.stats()["requests"] == 0
         assert memcached_stats(cache.address)["total_connections"] == connections + 1
-    finally:
-        lastfm.stop()
-        cache.stop()

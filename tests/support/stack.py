@@ -155,7 +155,7 @@ class Stack:
     ) -> None:
         """Describe a stack; start() (or `with`) starts it.
 
-        :param members: added to the database before anything starts.
+        :param members: added to the database before the first warm run and gunicorn.
         :param publish: run the warm job once (it must publish) before gunicorn starts.
         :param nginx_site: a deploy/nginx site file; nginx then serves it in front of gunicorn.
         """
