@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 # Every stats counter that a write moves. The web side must leave them all
-# where they were (docs/design.md, Read): sets, touches, flushes, deletes,
+# where they were (docs/design.md, Processes): sets, touches, flushes, deletes,
 # CAS in all three results, and increments and decrements whether they hit
 # or miss, so that a miss cannot hide a write attempt either.
 WRITE_COUNTERS = (

@@ -1,6 +1,6 @@
 """The warm job's summary line, as tests read it: `warm outcome=... exit=...` parsed into its pairs.
 
-The warm run logs exactly one such INFO line (docs/design.md, Exit codes);
+The warm run logs exactly one such INFO line (docs/design.md, Publish);
 the line is also stored as the last run's summary in the members database.
 """
 
