@@ -7,136 +7,23 @@ cache and a reset fake, and produces the state it needs.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import signal
 from collections.abc import Callable
 from collections.abc import Iterator
-from datetime import UTC
-from datetime import datetime
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import requests
 
-from app.core.settings import load_settings
-from app.warm import job
-from tests import support
 from tests.browser.helpers import CHROMIUM
 from tests.browser.helpers import CHROMIUM_ARGS
-from tests.browser.helpers import DEMO_MODES
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import Visit
-from tests.support import FakeLastfm
-from tests.support import Gunicorn
-from tests.support import MemcachedProcess
-from tests.support import run_warm
-from tests.support import wait_until
-
-STALE_AGE = timedelta(minutes=25)
-
-
-@dataclasses.dataclass
-class Stack:
-    """The running site, and how to bring it into each of its states."""
-
-    cache: MemcachedProcess
-    lastfm: FakeLastfm
-    web: Gunicorn
-    env: dict[str, str]
-
-    def reset(self) -> None:
-        """Empty the cache and reset the fake: nothing published, every member answers normally."""
-        if self.cache.process.poll() is not None:
-            self.cache.start()
-        self.cache.flush()
-        self.lastfm.control("reset")
-
-    def replace_workers(self) -> None:
-        """Replace gunicorn's workers, as `systemctl reload listens-web` does.
-
-        Each worker keeps the newest snapshot it has shown and never shows an
-        older one, and shows it while memcached is down: a test's state must
-        not depend on what the previous test showed.
-        """
-        arbiter = self.web.process.pid
-        children = Path(f"/proc/{arbiter}/task/{arbiter}/children")
-        old = set(children.read_text().split())
-        os.kill(arbiter, signal.SIGHUP)
-
-        def replaced() -> bool:
-            workers = set(children.read_text().split())
-            if len(workers) != len(old) or workers & old:
-                return False
-            return requests.get(f"{self.web.url}/healthz", timeout=5).status_code in (200, 503)
-
-        wait_until(replaced, 30, "gunicorn's workers replaced")
-
-    def warm(self) -> None:
-        """Run the warm script once, as the timer does, and require a published snapshot."""
-        run = run_warm(self.env)
-        assert run.returncode == 0 and "outcome=published" in run.stderr, run.stderr
-
-    def warm_at(self, moment: datetime) -> None:
-        """Publish a snapshot as a warm run started at moment would have (Last.fm's clock too)."""
-        self.lastfm.control("clock", {"now": moment.timestamp()})
-        try:
-            result = job.run(load_settings(self.env), now=moment)
-        finally:
-            self.lastfm.control("clock", {"now": None})
-        assert result.outcome == "published", result.summary()
-
-    def make(self, state: str) -> None:
-        """Bring the site into state, the way it happens in production."""
-        for name, mode in DEMO_MODES.items():
-            self.lastfm.set_user(name, mode=mode)
-        for name in set(MEMBERS) - set(DEMO_MODES):
-            self.lastfm.set_user(name, mode="not_playing")
-        if state == "fresh":
-            self.warm()
-        elif state == "stale":
-            self.warm_at(datetime.now(UTC) - STALE_AGE)
-        elif state == "empty":
-            for name in MEMBERS:
-                self.lastfm.set_user(name, mode="empty")
-            self.warm()
-        elif state == "unavailable":
-            self.cache.stop()
-        else:
-            assert state == "warming", state
-        # Poll: after memcached comes back, a worker may first drop its broken client.
-        wait_until(lambda: self.state() == state, 10, f"the site to be {state}")
-
-    def state(self) -> str:
-        return requests.get(f"{self.web.url}/api/internal/user-listens", timeout=5).json()["state"]
-
-    def api(self) -> dict:
-        response = requests.get(f"{self.web.url}/api/internal/user-listens", timeout=5)
-        assert response.status_code == 200
-        return response.json()
-
-
-def start_stack(folder, started: contextlib.ExitStack, **extra_env: str) -> Stack:
-    """Start memcached + fake Last.fm + gunicorn (extra_env added to its settings), stopped by started."""
-    database = folder / "listens.sqlite3"
-    support.add_members(database, MEMBERS)
-    cache = MemcachedProcess().start()
-    started.callback(cache.stop)
-    lastfm = FakeLastfm().start()
-    started.callback(lastfm.stop)
-    env = support.stack_env(cache.address, lastfm.url, database, **extra_env)
-    web = Gunicorn(env).start(folder / "gunicorn.log")
-    started.callback(web.stop)
-    return Stack(cache, lastfm, web, env)
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """memcached + fake Last.fm + gunicorn, with the eight members in a fresh database."""
-    with contextlib.ExitStack() as started:
-        yield start_stack(tmp_path_factory.mktemp("browser-site"), started)
+    with Stack(tmp_path_factory.mktemp("browser-site"), members=MEMBERS) as started:
+        yield started
 
 
 @pytest.fixture

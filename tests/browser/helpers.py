@@ -12,10 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.support import REPO
+from tests.support import wait_until
+from tests.support.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own launch covers most of the flags a test browser needs; these
@@ -39,6 +44,7 @@ STATES = ("warming", "fresh", "stale", "empty", "unavailable")
 PHONE = (390, 844)
 DESKTOP = (1280, 800)
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
+STALE_AGE = timedelta(minutes=25)
 
 
 def axe_script() -> Path:
@@ -147,3 +153,25 @@ class Visit:
             "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
             ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))"
         )
+
+
+def make_state(site: Stack, state: str) -> None:
+    """Bring the site into state, the way it happens in production."""
+    for name, mode in DEMO_MODES.items():
+        site.lastfm.set_user(name, mode=mode)
+    for name in set(MEMBERS) - set(DEMO_MODES):
+        site.lastfm.set_user(name, mode="not_playing")
+    if state == "fresh":
+        site.warm_ok()
+    elif state == "stale":
+        site.warm_at(datetime.now(UTC) - STALE_AGE)
+    elif state == "empty":
+        for name in MEMBERS:
+            site.lastfm.set_user(name, mode="empty")
+        site.warm_ok()
+    elif state == "unavailable":
+        site.cache.stop()
+    else:
+        assert state == "warming", state
+    # Poll: after memcached comes back, a worker may first drop its broken client.
+    wait_until(lambda: site.state() == state, 10, f"the site to be {state}")

@@ -18,6 +18,7 @@ from tests.browser.helpers import DESKTOP
 from tests.browser.helpers import IMAGE_HOST
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import PHONE
+from tests.browser.helpers import make_state
 from tests.support import REPO
 
 pytestmark = pytest.mark.browser
@@ -53,7 +54,7 @@ LAYOUT_SHIFT = """() => new Promise(resolve => {
 
 
 def test_page_lists_members_and_tracks_in_api_order(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     data = site.api()["data"]
     page = visit(DESKTOP).open()
 
@@ -70,7 +71,7 @@ def test_page_lists_members_and_tracks_in_api_order(site, visit):
 
 
 def test_page_links_members_to_profiles_and_tracks_to_track_pages(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     data = site.api()["data"]
     page = visit(PHONE).open()
 
@@ -84,7 +85,7 @@ def test_page_links_members_to_profiles_and_tracks_to_track_pages(site, visit):
 
 
 def test_page_images_are_lazy_with_width_height_and_alt(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(DESKTOP).open()
 
     images = page.page.evaluate(IMAGES)
@@ -101,7 +102,7 @@ def test_page_images_are_lazy_with_width_height_and_alt(site, visit):
 
 
 def test_page_requests_only_the_site_and_lastfm_image_host(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(DESKTOP).open()
 
     covers = page.page.eval_on_selector_all(".listen-list img[src^='https:']", "images => images.map(i => i.src)")
@@ -112,7 +113,7 @@ def test_page_requests_only_the_site_and_lastfm_image_host(site, visit):
 
 
 def test_page_html_and_css_stay_within_budget(site):
-    site.make("fresh")
+    make_state(site, "fresh")
 
     html = requests.get(site.web.url + "/", timeout=5)
     stylesheet = re.search(r'<link rel="stylesheet" href="([^"]+)"', html.text).group(1)
@@ -140,7 +141,7 @@ def test_static_urls_carry_content_hash_and_are_cached_for_a_year(site):
 
 
 def test_page_does_not_shift_while_it_loads(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(PHONE).open()
 
     assert page.page.evaluate(LAYOUT_SHIFT) == 0
@@ -149,7 +150,7 @@ def test_page_does_not_shift_while_it_loads(site, visit):
 
 @pytest.mark.parametrize(("motion", "animated"), [("no-preference", True), ("reduce", False)])
 def test_now_playing_animates_only_without_reduced_motion(motion, animated, site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(PHONE, reduced_motion=motion).open()
 
     animations = page.page.eval_on_selector_all(
@@ -161,7 +162,7 @@ def test_now_playing_animates_only_without_reduced_motion(motion, animated, site
 
 
 def test_page_is_complete_without_javascript(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     data = site.api()["data"]
     page = visit(PHONE, java_script_enabled=False)
     page.page.goto(site.web.url + "/")
@@ -176,7 +177,7 @@ def test_page_is_complete_without_javascript(site, visit):
 
 
 def test_relative_times_keep_counting_while_the_page_stays_open(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(DESKTOP)
     page.page.clock.install()
     page.open()

@@ -6,6 +6,7 @@ import pytest
 
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import PHONE
+from tests.browser.helpers import make_state
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +25,7 @@ FOCUSED = """() => {
 
 
 def test_keyboard_reaches_every_member_and_track_link_with_visible_focus(site, visit):
-    site.make("fresh")
+    make_state(site, "fresh")
     page = visit(PHONE).open()
     links = page.page.eval_on_selector_all(".listen-list a", "links => links.map(link => link.href)")
     reached = []

@@ -8,25 +8,25 @@ warm script as in production.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.conftest import Stack
-from tests.browser.conftest import start_stack
 from tests.browser.helpers import DESKTOP
 from tests.browser.helpers import IMAGE_HOST
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import PHONE
+from tests.browser.helpers import make_state
 from tests.browser.test_home_page import LAYOUT_SHIFT
 from tests.browser.test_home_page import LISTED
 from tests.browser.test_states import SERIOUS
-from tests.browser.test_xss import INSPECT
 from tests.browser.test_xss import PWN
 from tests.browser.test_xss import TEXT_PAYLOADS
 from tests.browser.test_xss import URL_PAYLOADS
+from tests.browser.test_xss import assert_no_script_ran
+from tests.browser.test_xss import provoke_and_inspect
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.browser
 
@@ -44,8 +44,9 @@ WATCH_SHIFTS = """() => {
 @pytest.fixture(scope="module")
 def refreshing(tmp_path_factory) -> Iterator[Stack]:
     """The site with a page that refreshes every REFRESH_S seconds."""
-    with contextlib.ExitStack() as started:
-        yield start_stack(tmp_path_factory.mktemp("refresh-site"), started, LISTENS_REFRESH_SECONDS=str(REFRESH_S))
+    folder = tmp_path_factory.mktemp("refresh-site")
+    with Stack(folder, members=MEMBERS, env={"LISTENS_REFRESH_SECONDS": str(REFRESH_S)}) as started:
+        yield started
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def publish(site: Stack, tracks: dict[str, dict]) -> dict:
     """Publish a generation with tracks (member -> track, the others' unchanged) and return the API's answer."""
     for name, given in tracks.items():
         site.lastfm.set_user(name, mode="track", track=given)
-    site.warm()
+    site.warm_ok()
     return site.api()
 
 
@@ -196,16 +197,10 @@ def test_xss_corpus_in_a_new_generation_runs_no_script(live, visit):
         }
     second = publish(live, hostile)
     wait_for_generation(page, second["generation"], REFRESH_S + 10)
-    for element in page.page.locator(".listen-list a, .listen-list img, .listen-list h2, .listen-list p").all():
-        element.hover(timeout=5_000)
-    for link in page.page.locator("a").all():
-        link.focus()
-    found = page.page.evaluate(INSPECT)
+    found = provoke_and_inspect(page)
 
-    assert found["pwned"] == "undefined" and PWN not in page.page.evaluate("Object.keys(window).join()")
-    assert found["handlers"] == [] and found["foreign"] == []
-    assert [src.split("?")[0] for src in found["scripts"]] == ["/static/relative-time.js", "/static/refresh.js"]
-    assert all(href == "/" or href.startswith("https://www.last.fm/") for href in found["hrefs"]), found["hrefs"]
+    assert_no_script_ran(found)
+    assert PWN not in page.page.evaluate("Object.keys(window).join()")
     assert "<script>" in found["text"]
     assert page.page.locator(".listen-list > li").count() == len(MEMBERS)
     assert page.page.evaluate("window.__violations") == 0
@@ -349,12 +344,12 @@ def test_unreachable_answer_keeps_the_list_until_a_reachable_one(live, visit):
 
 
 def test_state_line_follows_a_stale_page_turning_fresh(live, visit):
-    live.make("stale")
+    make_state(live, "stale")
     page = visit(PHONE, on=live).open()
     assert "These listens may be out of date" in page.page.locator("section.listens").inner_text()
     assert page.page.locator(".now-stale").count() >= 1
 
-    live.warm()
+    live.warm_ok()
     fresh = live.api()
     wait_for_generation(page, fresh["generation"], REFRESH_S + 10)
 

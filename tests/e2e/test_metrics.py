@@ -17,20 +17,20 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.snapshot import decode_pointer
-from app.core.snapshot import pointer_key
 from app.warm.metrics import MEMBER_RESULTS
 from app.warm.metrics import OUTCOMES
 from tests.support import REPO
 from tests.support import WARM_SCRIPT
-from tests.support import FakeLastfm
 from tests.support import Gunicorn
-from tests.support import MemcachedProcess
 from tests.support import add_members
-from tests.support import memcached_command
-from tests.support import memcached_stats
 from tests.support import service_env
 from tests.support import stack_env
+from tests.support.memcached import WRITE_COUNTERS
+from tests.support.memcached import memcached_stats
+from tests.support.stack import Stack
+from tests.support.stack import pointer_at
+from tests.support.stack import stack_fixture
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.e2e
 
@@ -57,28 +57,27 @@ def names(samples: dict) -> set[str]:
     return {name for name, _ in samples}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """memcached and the fake Last.fm; each test starts the gunicorn it needs, so no worker remembers another's snapshot."""
-    folder = tmp_path_factory.mktemp("metrics")
-    cache = MemcachedProcess().start()
-    lastfm = FakeLastfm().start()
-    yield {"cache": cache, "lastfm": lastfm, "folder": folder}
-    lastfm.stop()
-    cache.stop()
+# memcached and the fake Last.fm; each test starts the gunicorn it needs, so no worker remembers another's snapshot.
+stack = stack_fixture("metrics", web=False)
 
 
 @pytest.fixture
 def site(stack, tmp_path):
     """A fresh database with MEMBERS, an empty cache, and a textfile path in a directory that exists."""
-    stack["cache"].flush()
-    stack["lastfm"].control("reset")
+    stack.reset()
     database = tmp_path / "listens.sqlite3"
     add_members(database, MEMBERS)
     textfile = tmp_path / "node-exporter" / "listens_warm.prom"
     textfile.parent.mkdir()
-    env = stack_env(stack["cache"].address, stack["lastfm"].url, database, LISTENS_METRICS_FILE=str(textfile))
-    return {**stack, "env": env, "database": database, "textfile": textfile, "tmp": tmp_path}
+    env = stack_env(stack.cache.address, stack.lastfm.url, database, LISTENS_METRICS_FILE=str(textfile))
+    return {
+        "cache": stack.cache,
+        "lastfm": stack.lastfm,
+        "env": env,
+        "database": database,
+        "textfile": textfile,
+        "tmp": tmp_path,
+    }
 
 
 @pytest.fixture
@@ -109,8 +108,7 @@ def warm(env: dict[str, str], *, umask: int | None = None, prefix: tuple[str, ..
 
 
 def current_generation(site) -> int:
-    reply = memcached_command(f"get {pointer_key('user-listens')}", site["cache"].address)
-    return decode_pointer(reply.split("\r\n")[1].encode()).generation
+    return pointer_at(site["cache"].address).generation
 
 
 def assert_one_state(samples: dict, state: str) -> None:
@@ -119,18 +117,23 @@ def assert_one_state(samples: dict, state: str) -> None:
     }
 
 
+def assert_without_snapshot(samples: dict, state: str, memcached_up: float) -> None:
+    """Assert a scrape in state, from a worker that holds no snapshot: no tracks, no age, no generation."""
+    assert_one_state(samples, state)
+    assert value(samples, "listens_memcached_up") == memcached_up
+    assert value(samples, "listens_snapshot_tracks") == 0.0
+    assert "listens_snapshot_age_seconds" not in names(samples)
+    assert "listens_snapshot_generation" not in names(samples)
+    assert set(PROCESS_AND_PYTHON) <= names(samples)
+
+
 # -- GET /metrics -----------------------------------------------------------------------------------------------------
 
 
 def test_metrics_while_warming_on_an_empty_cache(site, web):
     samples = scrape(web)
 
-    assert_one_state(samples, "warming")
-    assert value(samples, "listens_memcached_up") == 1.0
-    assert value(samples, "listens_snapshot_tracks") == 0.0
-    assert "listens_snapshot_age_seconds" not in names(samples)
-    assert "listens_snapshot_generation" not in names(samples)
-    assert set(PROCESS_AND_PYTHON) <= names(samples)
+    assert_without_snapshot(samples, "warming", memcached_up=1.0)
 
 
 def test_metrics_when_fresh_after_a_warm_run(site, web):
@@ -150,24 +153,13 @@ def test_metrics_when_fresh_after_a_warm_run(site, web):
     assert health["generation"] == value(samples, "listens_snapshot_generation")
 
 
-def test_metrics_when_memcached_is_stopped(site, tmp_path):
+def test_metrics_when_memcached_is_stopped(tmp_path):
     # A memcached of its own, stopped under a worker that never saw a snapshot.
-    server = MemcachedProcess().start()
-    env = {**site["env"], "LISTENS_MEMCACHED": server.address}
-    web = Gunicorn(env, workers=1).start(tmp_path / "gunicorn-stopped.log")
-    try:
-        server.stop()
-        samples = scrape(web)
-    finally:
-        web.stop()
-        server.stop()
+    with Stack(tmp_path / "stopped", workers=1) as stopped:
+        stopped.cache.stop()
+        samples = scrape(stopped.web)
 
-    assert_one_state(samples, "unavailable")
-    assert value(samples, "listens_memcached_up") == 0.0
-    assert value(samples, "listens_snapshot_tracks") == 0.0
-    assert "listens_snapshot_age_seconds" not in names(samples)
-    assert "listens_snapshot_generation" not in names(samples)
-    assert set(PROCESS_AND_PYTHON) <= names(samples)
+    assert_without_snapshot(samples, "unavailable", memcached_up=0.0)
 
 
 def test_metrics_scrapes_leave_write_counters_unchanged(site, web):
@@ -178,9 +170,8 @@ def test_metrics_scrapes_leave_write_counters_unchanged(site, web):
         scrape(web)
 
     after = memcached_stats(site["cache"].address)
-    writes = ("cmd_set", "cmd_touch", "cmd_flush", "cas_hits", "cas_misses", "delete_hits", "delete_misses")
     assert after["cmd_get"] > before["cmd_get"]
-    assert {name: after[name] - before[name] for name in writes} == dict.fromkeys(writes, 0)
+    assert {name: after[name] - before[name] for name in WRITE_COUNTERS} == dict.fromkeys(WRITE_COUNTERS, 0)
 
 
 # -- the warm job's textfile ------------------------------------------------------------------------------------------
@@ -322,7 +313,7 @@ def test_run_publishes_and_exits_0_when_the_textfile_cannot_be_written(site, whe
             folder.chmod(0o755)
 
     assert run.returncode == 0, run.stderr
-    assert "outcome=published" in run.stderr
+    assert summary_of(run.stderr)["outcome"] == "published"
     warnings = [line for line in run.stderr.splitlines() if WARNING in line]
     assert len(warnings) == 1 and warnings[0].startswith("level=WARNING logger=app.warm_metrics ")
     assert str(site["textfile"]) in warnings[0]

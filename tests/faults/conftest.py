@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from tests.faults.helpers import Stack
+from tests.support.stack import Stack
 
 
 @pytest.fixture
 def make_stack(tmp_path):
     """Return a factory of Stacks (memcached, fake Last.fm, gunicorn); each is stopped after the test."""
-    stacks: list[Stack] = []
+    with contextlib.ExitStack() as stacks:
+        count = 0
 
-    def make(**kwargs) -> Stack:
-        folder = tmp_path / f"stack-{len(stacks)}"
-        folder.mkdir()
-        stack = Stack.start(folder, **kwargs)
-        stacks.append(stack)
-        return stack
+        def make(**kwargs) -> Stack:
+            nonlocal count
+            count += 1
+            return stacks.enter_context(Stack(tmp_path / f"stack-{count - 1}", **kwargs))
 
-    yield make
-    for stack in stacks:
-        stack.stop()
+        yield make

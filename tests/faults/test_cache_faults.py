@@ -15,17 +15,17 @@ from app.core.snapshot import pointer_key
 from app.core.snapshot import snapshot_key
 from app.warm import members
 from app.web import reader as reader_module
-from tests.faults.helpers import API_PATH
-from tests.faults.helpers import PREFIX
 from tests.faults.helpers import PageParser
-from tests.faults.helpers import Stack
-from tests.faults.helpers import cache_set
 from tests.faults.helpers import page_state
-from tests.faults.helpers import snapshot_at
-from tests.faults.helpers import summary_of
 from tests.faults.helpers import timed_get
 from tests.support import MemcachedProcess
-from tests.support import memcached_stats
+from tests.support.memcached import cache_set
+from tests.support.memcached import memcached_stats
+from tests.support.stack import API_PATH
+from tests.support.stack import PREFIX
+from tests.support.stack import Stack
+from tests.support.stack import snapshot_at
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -41,8 +41,7 @@ DEFAULT_ITEMS = 8  # LISTENS_ITEMS
 @pytest.fixture
 def site(make_stack):
     """A published site whose memcached the test may hang, stop or restart."""
-    stack = make_stack()
-    stack.add_members(*MEMBERS)
+    stack = make_stack(members=MEMBERS)
     stack.warm_ok()
     return stack
 
@@ -90,17 +89,9 @@ def test_page_is_stale_or_unavailable_within_bound_when_memcached_fails_and_reco
     master = site.web.process.pid
     workers = booted_workers(site)
 
-    if fault == "hung":
-        site.cache.pause()  # SIGSTOP: connections are accepted by the kernel, nothing is answered
-    else:
-        site.cache.stop()
-    try:
+    # Hung: connections are accepted by the kernel, nothing is answered; stopped: started again empty.
+    with site.cache_down(hung=fault == "hung"):
         seen = visit_while_down(site)
-    finally:
-        if fault == "hung":
-            site.cache.resume()
-        else:
-            site.cache.start()  # same port, every key lost
 
     slow = [item for item in seen if item[2] >= UNAVAILABLE_BOUND_S]
     assert not slow, slow
@@ -136,8 +127,7 @@ def as_carried(data: dict) -> dict[str, tuple]:
 
 
 def test_memcached_restart_while_lastfm_down_republishes_last_known_tracks_as_stale(make_stack):
-    stack = make_stack()
-    stack.add_members(*MEMBERS)
+    stack = make_stack(members=MEMBERS)
     # Published ten minutes ago, so the true lastUpdated is older than the freshness window.
     # Last.fm's clock goes back with it: a playedAt ahead of the run's clock is refused.
     stack.lastfm.control("clock", {"now": time.time() - 600})
@@ -392,13 +382,10 @@ GARBAGE_POINTERS = {
 @pytest.fixture(scope="module")
 def garbage_site(tmp_path_factory):
     """A site with one valid published generation; each test puts garbage beside it and puts the pointer back."""
-    stack = Stack.start(tmp_path_factory.mktemp("garbage"))
-    try:
+    with Stack(tmp_path_factory.mktemp("garbage")) as stack:
         stack.add_members(*MEMBERS)
         stack.warm_ok()
         yield stack
-    finally:
-        stack.stop()
 
 
 def assert_garbage_never_shown(stack, key: str, reason: str, log_before: int) -> None:

@@ -19,14 +19,14 @@ from app.core.snapshot import LASTFM_IMAGE_HOST_SUFFIXES
 from app.core.snapshot import LASTFM_IMAGE_HOSTS
 from app.core.snapshot import LASTFM_PAGE_HOSTS
 from app.core.snapshot import MAX_TEXT_CHARS
-from tests.faults.helpers import API_PATH
 from tests.faults.helpers import PageParser
-from tests.faults.helpers import Stack
 from tests.faults.helpers import page_state
-from tests.faults.helpers import summary_of
 from tests.support import TEST_API_KEY
 from tests.support import free_port
-from tests.support import memcached_stats
+from tests.support.memcached import memcached_stats
+from tests.support.stack import API_PATH
+from tests.support.stack import Stack
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -134,8 +134,7 @@ def benign_twin(item: dict) -> dict:
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory):
     """A site whose every member scrobbled something hostile, its page and API, and the page of a benign twin run."""
-    stack = Stack.start(tmp_path_factory.mktemp("hostile"), env={"LISTENS_ITEMS": "50"})
-    try:
+    with Stack(tmp_path_factory.mktemp("hostile"), env={"LISTENS_ITEMS": "50"}) as stack:
         tracks = hostile_tracks()
         stack.add_members(*tracks, *RAW_BODIES)
         for name, track in tracks.items():
@@ -152,8 +151,6 @@ def hostile_site(tmp_path_factory):
         stack.warm_ok()
         hostile["benign page"] = stack.page()
         yield stack, hostile
-    finally:
-        stack.stop()
 
 
 def structure(page: PageParser) -> collections.Counter:
@@ -275,8 +272,7 @@ KEY_ECHOING_MODES = {
 
 
 def test_api_key_appears_in_no_output_when_requests_fail(make_stack):
-    stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": "4"})
-    stack.add_members("steady", *KEY_ECHOING_MODES)
+    stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": "4"}, members=("steady", *KEY_ECHOING_MODES))
     stack.warm_ok()
     for name, mode in KEY_ECHOING_MODES.items():
         stack.lastfm.set_user(name, **mode)
@@ -358,12 +354,9 @@ BAD_DATABASES = {
 @pytest.fixture(scope="module")
 def quiet_site(tmp_path_factory):
     """memcached and the fake Last.fm, watched for any traffic a refused run might cause."""
-    stack = Stack.start(tmp_path_factory.mktemp("config"), web=False)
-    try:
+    with Stack(tmp_path_factory.mktemp("config"), web=False) as stack:
         stack.add_members("alice", "bob")
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.parametrize("name", sorted(BAD_SETTINGS) + sorted(BAD_DATABASES))

@@ -4,6 +4,7 @@ account, a poisoned render, through the real warm script, gunicorn, memcached an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import resource
@@ -18,14 +19,14 @@ import pytest
 import requests
 
 from app.warm import members
-from tests.faults.helpers import snapshot_at
-from tests.faults.helpers import summary_of
 from tests.support import REPO
 from tests.support import FakeLastfm
 from tests.support import MemcachedProcess
-from tests.support import memcached_stats
 from tests.support import service_env
 from tests.support import stack_env
+from tests.support.memcached import memcached_stats
+from tests.support.stack import snapshot_at
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -48,8 +49,7 @@ LISTENS_WARM = [sys.executable, "-m", "flask", "--app", "app", "listens", "warm"
 @pytest.mark.parametrize("command", [WARM_SCRIPT, LISTENS_WARM], ids=["warm-script", "listens-warm"])
 def test_run_against_dripping_lastfm_exits_within_deadline_plus_5_s(mode, command, make_stack):
     deadline_s = 8
-    stack = make_stack(web=False, env={"LISTENS_DEADLINE_SECONDS": str(deadline_s)})
-    stack.add_members("steady", "dripper")
+    stack = make_stack(web=False, env={"LISTENS_DEADLINE_SECONDS": str(deadline_s)}, members=("steady", "dripper"))
     stack.lastfm.set_user("dripper", mode=mode, delay_s=1)
 
     run, elapsed = timed(command, stack.env)
@@ -63,8 +63,9 @@ def test_run_against_dripping_lastfm_exits_within_deadline_plus_5_s(mode, comman
 
 
 def test_refused_key_ends_run_within_5_s_while_another_member_hangs(make_stack):
-    stack = make_stack(web=False, env={"LISTENS_DEADLINE_SECONDS": "60"})
-    stack.add_members("steady", "hangs", "refused", "later1", "later2")
+    stack = make_stack(
+        web=False, env={"LISTENS_DEADLINE_SECONDS": "60"}, members=("steady", "hangs", "refused", "later1", "later2")
+    )
     published = int(stack.warm_ok()["generation"])
     stack.lastfm.set_user("hangs", mode="hang", delay_s=120)
     stack.lastfm.set_user("refused", mode="error", code=26)  # "Suspended API key", status 403
@@ -115,8 +116,7 @@ def published_tracks(stack) -> list[dict]:
 
 
 def test_database_locked_past_busy_timeout_still_publishes_and_next_run_records_everything(make_stack, tmp_path):
-    stack = make_stack(web=False, env={"LISTENS_DB_BUSY_SECONDS": "1"})
-    stack.add_members("alice", "bob", "carol")
+    stack = make_stack(web=False, env={"LISTENS_DB_BUSY_SECONDS": "1"}, members=("alice", "bob", "carol"))
     database = Path(stack.env["LISTENS_DATABASE"])
     lock = hold_write_lock(database)
     try:
@@ -144,8 +144,7 @@ def test_database_locked_past_busy_timeout_still_publishes_and_next_run_records_
 
 
 def test_database_locked_after_pointer_swap_reports_published_never_failed(make_stack):
-    stack = make_stack(web=False, env={"LISTENS_DB_BUSY_SECONDS": "1"})
-    stack.add_members("alice", "bob")
+    stack = make_stack(web=False, env={"LISTENS_DB_BUSY_SECONDS": "1"}, members=("alice", "bob"))
     database = Path(stack.env["LISTENS_DATABASE"])
     run = stack.paused("swap-then-lock", pause_at=("pointer-swapped",))
     generation = run.wait_reached("pointer-swapped")
@@ -229,8 +228,7 @@ def hide(connection) -> None:
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("change", [relink, remove, hide], ids=["relink", "remove", "private"])
 def test_member_changed_during_run_wins_over_its_results(change, step, make_stack):
-    stack = make_stack(web=False)
-    stack.add_members("alice", "bob", "carol")
+    stack = make_stack(web=False, members=("alice", "bob", "carol"))
     database = Path(stack.env["LISTENS_DATABASE"])
     stack.warm_ok()
     # The old account answers with a new track, so only this run's fetch could bring it back.
@@ -262,8 +260,7 @@ def test_member_changed_during_run_wins_over_its_results(change, step, make_stac
 
 @pytest.mark.parametrize("header", ["SCRIPT_NAME", "PATH_INFO"])
 def test_poisoned_wsgi_header_from_loopback_never_changes_the_page_others_get(header, make_stack):
-    stack = make_stack(workers=1)
-    stack.add_members("alice")
+    stack = make_stack(workers=1, members=("alice",))
     stack.warm_ok()
 
     poisoned = requests.get(stack.web.url + "/x/", headers={header: "/x"}, timeout=10)
@@ -280,13 +277,15 @@ def test_poisoned_wsgi_header_from_loopback_never_changes_the_page_others_get(he
 
 
 def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
-    cache = MemcachedProcess(extra_args=("-l", "::1"))
-    try:
-        cache.start()
-    except RuntimeError as error:
-        pytest.skip(f"this machine cannot listen on ::1: {error}")
-    lastfm = FakeLastfm().start(log_path=tmp_path / "fake-lastfm.log")
-    try:
+    with contextlib.ExitStack() as started:
+        cache = MemcachedProcess(extra_args=("-l", "::1"))
+        try:
+            cache.start()
+        except RuntimeError as error:
+            pytest.skip(f"this machine cannot listen on ::1: {error}")
+        started.callback(cache.stop)
+        lastfm = FakeLastfm().start(log_path=tmp_path / "fake-lastfm.log")
+        started.callback(lastfm.stop)
         # memcached answers on ::1: the address is reachable, the client is what cannot use it.
         with socket.create_connection(("::1", cache.port), timeout=2) as connection:
             connection.sendall(b"version\r\n")
@@ -303,6 +302,3 @@ def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
         # Before any network call: no Last.fm request, no memcached connection beyond the stats reads.
         assert lastfm.stats()["requests"] == 0
         assert memcached_stats(cache.address)["total_connections"] == connections + 1
-    finally:
-        lastfm.stop()
-        cache.stop()

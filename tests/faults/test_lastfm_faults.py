@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.warm import members
-from tests.faults.helpers import counts_of
-from tests.faults.helpers import summary_of
+from tests.support.warmlog import counts_of
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -55,8 +55,7 @@ def lastfm_statuses(stack) -> dict[str, str]:
 
 
 def test_warm_run_gives_each_misbehaving_member_documented_outcome_by_deadline(make_stack):
-    stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": str(DEADLINE_S), "LISTENS_ITEMS": "50"})
-    stack.add_members(*MATRIX)
+    stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": str(DEADLINE_S), "LISTENS_ITEMS": "50"}, members=MATRIX)
     # An hour ago everyone answered, so each member has a last known track with a distinct fetchedAt.
     # Last.fm's clock goes back with it: a playedAt ahead of the run's clock is refused.
     stack.lastfm.control("clock", {"now": time.time() - 3600})
@@ -108,8 +107,9 @@ def test_warm_run_gives_each_misbehaving_member_documented_outcome_by_deadline(m
 
 
 def test_warm_run_exits_2_by_deadline_and_publishes_nothing_when_lastfm_says_key_is_invalid(make_stack):
-    stack = make_stack(env={"LISTENS_DEADLINE_SECONDS": str(DEADLINE_S)})
-    stack.add_members("steady", "hangs", "refused", "later1", "later2")
+    stack = make_stack(
+        env={"LISTENS_DEADLINE_SECONDS": str(DEADLINE_S)}, members=("steady", "hangs", "refused", "later1", "later2")
+    )
     published = int(stack.warm_ok()["generation"])
     stack.lastfm.set_user("hangs", mode="hang", delay_s=30)
     stack.lastfm.set_user("refused", mode="error", code=10)  # "Invalid API key", status 403

@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from tests.faults.helpers import API_PATH
-from tests.faults.helpers import summary_of
+from tests.support.stack import API_PATH
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -118,8 +118,7 @@ class Visitor(threading.Thread):
 
 
 def test_load_while_publishing_every_second_serves_only_whole_generations(make_stack, record_property):
-    stack = make_stack()
-    stack.add_members(*MEMBERS)
+    stack = make_stack(members=MEMBERS)
     stack.lastfm.control("all", {"mode": "track", "track": generation_track(0)})
     stop = threading.Event()
     publisher = Publisher(stack, stop)

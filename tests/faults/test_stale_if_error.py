@@ -12,11 +12,11 @@ import pytest
 
 from app.web.views import PUBLIC_CACHE
 from app.web.views import SHORT_CACHE
-from tests.faults.helpers import API_PATH
 from tests.faults.helpers import PageParser
 from tests.faults.helpers import page_state
 from tests.faults.helpers import timed_get
 from tests.support import Gunicorn
+from tests.support.stack import API_PATH
 
 pytestmark = pytest.mark.faults
 
@@ -45,31 +45,21 @@ def test_worker_keeps_showing_its_list_as_stale_while_memcached_is_down_and_a_ne
     fault, make_stack
 ):
     # One worker, so the worker that showed the list is the one asked afterwards.
-    stack = make_stack(workers=1)
-    stack.add_members(*MEMBERS)
+    stack = make_stack(workers=1, members=MEMBERS)
     stack.warm_ok()
     before = stack.api()
     assert (before["state"], before["reachable"]) == ("fresh", True) and len(before["data"]) == len(MEMBERS)
     assert stack.get(API_PATH).headers["Cache-Control"] == PUBLIC_CACHE
     assert NOTICE not in visible_text(stack.page())
 
-    if fault == "hung":
-        stack.cache.pause()
-    else:
-        stack.cache.stop()
-    later = None
-    try:
+    with stack.cache_down(hung=fault == "hung"):
         seen = answers(stack.web.url)
         # A worker started after the outage holds nothing.
         later = Gunicorn(stack.env, workers=1).start(stack.folder / "later.log")
-        seen_later = answers(later.url)
-    finally:
-        if later is not None:
+        try:
+            seen_later = answers(later.url)
+        finally:
             later.stop()
-        if fault == "hung":
-            stack.cache.resume()
-        else:
-            stack.cache.start()
 
     slow = [(path, seconds) for path, _, seconds in seen + seen_later if seconds >= BOUND_S]
     assert not slow, slow
@@ -122,8 +112,7 @@ def test_worker_keeps_showing_its_list_as_stale_while_memcached_is_down_and_a_ne
 
 
 def test_worker_shows_unavailable_once_its_list_is_older_than_the_stale_limit(make_stack):
-    stack = make_stack(workers=1, env={"LISTENS_MAX_STALE_SECONDS": "60"})
-    stack.add_members(*MEMBERS)
+    stack = make_stack(workers=1, env={"LISTENS_MAX_STALE_SECONDS": "60"}, members=MEMBERS)
     # A run two minutes ago: within the cache's expiry, past the stale limit of the outage.
     stack.paused("two-minutes-ago", now_offset_s=-120).finish()
     shown = stack.api()

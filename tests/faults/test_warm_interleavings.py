@@ -1,6 +1,6 @@
 """Warm runs killed mid-publish, and concurrent warm runs driven step by step through exact interleavings.
 
-Each run is a real process (tests/faults/warm_runner.py) that stops at a
+Each run is a real process (tests/support/warm_runner.py) that stops at a
 protocol step until the test releases it, so every interleaving is forced,
 never hoped for. The pointer is read after every step: its generation must
 never decrease.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 
 from app.core.snapshot import lease_key
-from tests.faults.helpers import PREFIX
-from tests.faults.helpers import Stack
-from tests.faults.helpers import cache_delete
-from tests.faults.helpers import lease_at
-from tests.faults.helpers import snapshot_at
-from tests.faults.helpers import summary_of
-from tests.support import memcached_stats
+from tests.support.memcached import cache_delete
+from tests.support.memcached import memcached_stats
+from tests.support.stack import PREFIX
+from tests.support.stack import lease_at
+from tests.support.stack import snapshot_at
+from tests.support.stack import stack_fixture
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.faults
 
@@ -25,26 +25,16 @@ MEMBERS = ("alice", "bob", "carol", "dave", "erin")
 STEPS = ("fetched", "snapshot-written", "read-back", "pointer-read", "pointer-swapped")
 
 
-@pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory):
-    """One site for the module; each test starts from a flushed cache and a fresh first publish."""
-    stack = Stack.start(tmp_path_factory.mktemp("interleavings"))
-    try:
-        stack.add_members(*MEMBERS)
-        yield stack
-    finally:
-        stack.stop()
+# One site for the module; each test starts from a flushed cache and a fresh first publish.
+shared_stack = stack_fixture("interleavings", members=MEMBERS)
 
 
 @pytest.fixture
 def site(shared_stack):
-    shared_stack.cache.flush()
-    shared_stack.lastfm.control("reset")
+    shared_stack.reset()
     shared_stack.warm_ok()
     yield shared_stack
-    for run in shared_stack.runs:
-        run.stop()
-    shared_stack.runs.clear()
+    shared_stack.stop_runs()
 
 
 class PointerWatch:
@@ -123,81 +113,49 @@ def test_second_run_exits_0_without_fetching_while_first_holds_lock_or_lease(hos
 #   ("release", run)            let the paused run go on to its next pause or its end
 #   ("finish", run)             wait for the run to exit
 # expected: each run's outcome, and which run's generation the pointer finally names.
+
+
+def newer_completes(older_at: str) -> list[tuple]:
+    """The older run pauses at older_at, its lease expires, a newer run runs to its end, then the older goes on."""
+    return [
+        ("start", "older", older_at),
+        ("expire-lease",),
+        ("start", "newer", None),
+        ("finish", "newer"),
+        ("release", "older"),
+        ("finish", "older"),
+    ]
+
+
+def both_paused(older_at: str, newer_at: str, first: str) -> list[tuple]:
+    """Both runs pause (the older's lease expiring in between); first goes on to its end, then the other."""
+    second = "newer" if first == "older" else "older"
+    return [
+        ("start", "older", older_at),
+        ("expire-lease",),
+        ("start", "newer", newer_at),
+        ("release", first),
+        ("finish", first),
+        ("release", second),
+        ("finish", second),
+    ]
+
+
+SUPERSEDED = {"older": "superseded", "newer": "published"}
+BOTH_PUBLISHED = {"older": "published", "newer": "published"}
 INTERLEAVINGS = {
-    "older-paused-after-read-back-newer-completes": (
-        [
-            ("start", "older", "read-back"),
-            ("expire-lease",),
-            ("start", "newer", None),
-            ("finish", "newer"),
-            ("release", "older"),
-            ("finish", "older"),
-        ],
-        {"older": "superseded", "newer": "published"},
-        "newer",
-    ),
-    "older-paused-between-gets-and-cas-newer-swaps": (
-        [
-            ("start", "older", "pointer-read"),
-            ("expire-lease",),
-            ("start", "newer", None),
-            ("finish", "newer"),
-            ("release", "older"),
-            ("finish", "older"),
-        ],
-        {"older": "superseded", "newer": "published"},
-        "newer",
-    ),
+    "older-paused-after-read-back-newer-completes": (newer_completes("read-back"), SUPERSEDED, "newer"),
+    "older-paused-between-gets-and-cas-newer-swaps": (newer_completes("pointer-read"), SUPERSEDED, "newer"),
     "newer-paused-between-gets-and-cas-older-swaps": (
-        [
-            ("start", "older", "fetched"),
-            ("expire-lease",),
-            ("start", "newer", "pointer-read"),
-            ("release", "older"),
-            ("finish", "older"),
-            ("release", "newer"),
-            ("finish", "newer"),
-        ],
-        {"older": "published", "newer": "published"},
+        both_paused("fetched", "pointer-read", "older"),
+        BOTH_PUBLISHED,
         "newer",
     ),
-    "both-fetched-older-publishes-first": (
-        [
-            ("start", "older", "fetched"),
-            ("expire-lease",),
-            ("start", "newer", "fetched"),
-            ("release", "older"),
-            ("finish", "older"),
-            ("release", "newer"),
-            ("finish", "newer"),
-        ],
-        {"older": "published", "newer": "published"},
-        "newer",
-    ),
-    "both-fetched-newer-publishes-first": (
-        [
-            ("start", "older", "fetched"),
-            ("expire-lease",),
-            ("start", "newer", "fetched"),
-            ("release", "newer"),
-            ("finish", "newer"),
-            ("release", "older"),
-            ("finish", "older"),
-        ],
-        {"older": "superseded", "newer": "published"},
-        "newer",
-    ),
+    "both-fetched-older-publishes-first": (both_paused("fetched", "fetched", "older"), BOTH_PUBLISHED, "newer"),
+    "both-fetched-newer-publishes-first": (both_paused("fetched", "fetched", "newer"), SUPERSEDED, "newer"),
     "both-read-back-then-older-swaps-while-newer-waits-at-cas": (
-        [
-            ("start", "older", "read-back"),
-            ("expire-lease",),
-            ("start", "newer", "pointer-read"),
-            ("release", "older"),
-            ("finish", "older"),
-            ("release", "newer"),
-            ("finish", "newer"),
-        ],
-        {"older": "published", "newer": "published"},
+        both_paused("read-back", "pointer-read", "older"),
+        BOTH_PUBLISHED,
         "newer",
     ),
 }

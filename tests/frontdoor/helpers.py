@@ -1,7 +1,7 @@
 """Helpers of the front-door tests: the site behind nginx, and raw HTTP exchanges that keep every header.
 
-Everything runs on loopback and is stopped by its own PID (tests.support
-starts the processes; this module only composes them).
+Everything runs on loopback and is stopped by its own PID (tests.support.stack
+starts the processes; this module only says which).
 """
 
 from __future__ import annotations
@@ -10,21 +10,11 @@ import dataclasses
 import re
 import socket
 import ssl
-import time
 from pathlib import Path
-
-import requests
 
 from tests.support import NGINX_SITE
 from tests.support import SERVER_NAME
-from tests.support import FakeLastfm
-from tests.support import Gunicorn
-from tests.support import MemcachedProcess
-from tests.support import Nginx
-from tests.support import add_members
-from tests.support import run_warm
-from tests.support import stack_env
-from tests.support import wait_until
+from tests.support.stack import Stack
 
 API_PATH = "/api/internal/user-listens"
 MEMBERS = tuple(f"member{index}" for index in range(12))
@@ -84,68 +74,6 @@ def get(port: int, path: str, *, source: str = "", extra: str = "", tls: ssl.SSL
     return exchange(port, request.encode("latin-1"), source=source, tls=tls)
 
 
-@dataclasses.dataclass
-class FrontDoor:
-    """memcached, the fake Last.fm, gunicorn (deploy/gunicorn.conf.py) and nginx in front of it."""
-
-    folder: Path
-    memcached: MemcachedProcess
-    lastfm: FakeLastfm
-    env: dict[str, str]
-    gunicorn: Gunicorn
-    nginx: Nginx
-    session: requests.Session
-
-    @classmethod
-    def start(cls, folder: Path, *, publish: bool = True, site: Path = NGINX_SITE, **nginx_args) -> FrontDoor:
-        memcached = MemcachedProcess().start()
-        lastfm = FakeLastfm().start()
-        env = stack_env(memcached.address, lastfm.url, folder / "listens.sqlite3")
-        add_members(folder / "listens.sqlite3", MEMBERS)
-        gunicorn = nginx = None
-        try:
-            if publish:
-                warm = run_warm(env)
-                assert warm.returncode == 0, warm.stderr
-            gunicorn = Gunicorn(env).start(folder / "gunicorn.log")
-            nginx = Nginx(folder / "nginx", f"127.0.0.1:{gunicorn.port}", site=site, **nginx_args).start()
-        except BaseException:
-            for process in (nginx, gunicorn, lastfm, memcached):
-                if process is not None:
-                    process.stop()
-            raise
-        session = requests.Session()
-        session.headers["Host"] = SERVER_NAME
-        return cls(folder, memcached, lastfm, env, gunicorn, nginx, session)
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return self.session.get(f"{self.nginx.url}{path}", timeout=10, **kwargs)
-
-    def direct(self, path: str) -> requests.Response:
-        """Ask gunicorn itself, bypassing nginx."""
-        return requests.get(f"{self.gunicorn.url}{path}", timeout=10)
-
-    def access_lines(self) -> list[str]:
-        """Return gunicorn's access log lines so far."""
-        return [line for line in self.gunicorn.log_path.read_text().splitlines() if "gunicorn.access" in line]
-
-    def settled_access_lines(self) -> list[str]:
-        """Return gunicorn's access lines once a request made now has been logged.
-
-        gunicorn logs a request just after answering it, so a line may lag
-        its answer by a moment; an uncached request's own line marks the
-        point by which every earlier answer's line is written.
-        """
-        marker = f"settle-{time.monotonic_ns()}"
-        assert self.get(f"/healthz?{marker}").status_code == 200
-        wait_until(lambda: any(marker in line for line in self.access_lines()), 5, "gunicorn's access line")
-        return [line for line in self.access_lines() if marker not in line and "settle-" not in line]
-
-    def publish(self) -> None:
-        warm = run_warm(self.env)
-        assert warm.returncode == 0, warm.stderr
-
-    def stop(self) -> None:
-        self.session.close()
-        for process in (self.nginx, self.gunicorn, self.lastfm, self.memcached):
-            process.stop()
+def front_door(folder: Path, *, publish: bool = True, site: Path = NGINX_SITE, **nginx_args) -> Stack:
+    """Return a stack of MEMBERS behind nginx serving site, one snapshot published unless publish is False."""
+    return Stack(folder, members=MEMBERS, publish=publish, nginx_site=site, **nginx_args)

@@ -17,8 +17,8 @@ import pytest
 from app.web.errors import SECURITY_HEADERS
 from app.web.views import PUBLIC_CACHE
 from tests.frontdoor.helpers import API_PATH
-from tests.frontdoor.helpers import FrontDoor
 from tests.frontdoor.helpers import exchange
+from tests.frontdoor.helpers import front_door
 from tests.frontdoor.helpers import get
 from tests.frontdoor.helpers import shows_members
 from tests.support import NGINX_SITE
@@ -68,7 +68,7 @@ def test_security_headers_arrive_exactly_once_on_cached_and_uncached_answers(fro
         assert len(answer.all("Cache-Control")) == 1
         # nginx's version and gunicorn's name and address stay inside.
         assert answer.all("Server") == ["nginx"]
-        assert "127.0.0.1" not in str(answer.headers) and str(front.gunicorn.port) not in str(answer.headers)
+        assert "127.0.0.1" not in str(answer.headers) and str(front.web.port) not in str(answer.headers)
 
 
 @pytest.mark.parametrize("path", ["/", API_PATH])
@@ -95,7 +95,7 @@ def test_healthz_is_never_cached(front):
 def test_gunicorn_stopped_page_and_api_answer_from_cache_and_healthz_fails(front):
     page = front.get("/")
     api = front.get(API_PATH)
-    front.gunicorn.stop()
+    front.web.stop()
 
     # Until the entries expire (max-age), then beyond: stale, never an error.
     statuses = set()
@@ -116,7 +116,7 @@ def test_gunicorn_stopped_page_and_api_answer_from_cache_and_healthz_fails(front
 def test_publish_shows_through_within_max_age_plus_one_second(front):
     before = front.get(API_PATH).json()["generation"]
     front.get("/")
-    front.publish()
+    front.warm_ok()
     published = time.monotonic()
     after = front.direct(API_PATH).json()["generation"]
     last_modified = front.direct("/").headers["Last-Modified"]
@@ -135,7 +135,7 @@ def test_publish_shows_through_within_max_age_plus_one_second(front):
 def test_first_publish_replaces_the_warming_page_within_seconds(front_warming):
     warming = front_warming.get(API_PATH)
     assert warming.json()["state"] == "warming" and front_warming.get("/").status_code == 200
-    front_warming.publish()
+    front_warming.warm_ok()
     published = time.monotonic()
 
     wait_until(lambda: front_warming.get(API_PATH).json()["state"] == "fresh", 4, "fresh through nginx", 0.1)
@@ -207,10 +207,9 @@ def certificate(tmp_path):
 
 
 def test_tls_variant_serves_the_page_over_https_and_redirects_http(tmp_path, certificate):
-    site = FrontDoor.start(tmp_path / "tls", site=NGINX_TLS_SITE, certificate=certificate)
     # The client checks the certificate nginx presents against the one made above.
     trust = ssl.create_default_context(cafile=str(certificate[0]))
-    try:
+    with front_door(tmp_path / "tls", site=NGINX_TLS_SITE, certificate=certificate) as site:
         first = get(site.nginx.tls_port, "/", tls=trust)
         second = get(site.nginx.tls_port, "/", tls=trust)
         plain = get(site.nginx.port, "/")
@@ -219,8 +218,6 @@ def test_tls_variant_serves_the_page_over_https_and_redirects_http(tmp_path, cer
             trust.wrap_socket(
                 socket.create_connection(("127.0.0.1", site.nginx.tls_port)), server_hostname="evil.example"
             )
-    finally:
-        site.stop()
 
     assert first.status == second.status == 200 and shows_members(second.body.decode())
     assert second.all("X-Cache-Status") == ["HIT"]

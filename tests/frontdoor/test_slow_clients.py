@@ -127,4 +127,4 @@ def test_slow_clients_never_delay_the_page(front):
     # Afterwards both still serve, and no gunicorn worker was killed for a time-out.
     assert front.nginx.alive() and front.get("/healthz").status_code == 200
     assert front.direct("/healthz").status_code == 200
-    assert "WORKER TIMEOUT" not in front.gunicorn.log_path.read_text()
+    assert "WORKER TIMEOUT" not in front.web.log_path.read_text()

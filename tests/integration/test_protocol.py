@@ -30,29 +30,15 @@ from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.support import REPO
 from tests.support import MemcachedProcess
-from tests.support import memcached_command
-from tests.support import memcached_stats
 from tests.support.clock import FakeClock
+from tests.support.memcached import WRITE_COUNTERS
+from tests.support.memcached import cache_delete
+from tests.support.memcached import memcached_stats
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PREFIX = "user-listens"
-
-WRITE_COUNTERS = (
-    "cmd_set",
-    "cmd_touch",
-    "cmd_flush",
-    "delete_hits",
-    "delete_misses",
-    "cas_hits",
-    "cas_misses",
-    "cas_badval",
-    "incr_hits",
-    "incr_misses",
-    "decr_hits",
-    "decr_misses",
-)
 
 STATE_WORDING = {
     "warming": "Warming up",
@@ -161,7 +147,7 @@ def test_older_generation_finishing_after_newer_leaves_newer_current(settings, m
     def run_newer_meanwhile(step: str) -> None:
         if step == "read-back":
             # The older run's lease has expired (it was too slow): another host runs a whole newer cycle now.
-            memcached_command(f"delete {lease_key(PREFIX)}", memcached.address)
+            cache_delete(memcached.address, lease_key(PREFIX))
             newer["result"] = run_at(newer_settings, newer_at)
 
     older = run_at(settings, T0, checkpoint=run_newer_meanwhile)
@@ -284,7 +270,7 @@ def test_reader_falls_back_to_previous_generation_when_current_is_evicted(publis
     answer_everyone(stub, T0 + timedelta(minutes=5))
     stub.answers["alice"] = recent_payload("alice", "Low", "Lullaby", played=T0 + timedelta(minutes=4))
     second = run_at(settings, T0 + timedelta(minutes=5))
-    memcached_command(f"delete {snapshot_key(PREFIX, second.generation)}", memcached.address)
+    cache_delete(memcached.address, snapshot_key(PREFIX, second.generation))
 
     reading = app.extensions["listens"].reader.read(T0 + timedelta(minutes=6))
 
@@ -293,7 +279,7 @@ def test_reader_falls_back_to_previous_generation_when_current_is_evicted(publis
 
 
 def test_reader_says_warming_when_pointer_survives_but_snapshots_are_gone(published, settings, app, memcached):
-    memcached_command(f"delete {snapshot_key(PREFIX, published.generation)}", memcached.address)
+    cache_delete(memcached.address, snapshot_key(PREFIX, published.generation))
 
     assert app.extensions["listens"].reader.read(T0).state.value == "warming"
 

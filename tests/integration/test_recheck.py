@@ -14,8 +14,8 @@ from app.web.reader import SnapshotReader
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
-from tests.support import memcached_stats
 from tests.support.clock import FakeClock
+from tests.support.memcached import memcached_stats
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,10 @@ from tests import support
 from tests.integration.lastfm_stub import LastfmStub
 from tests.integration.lastfm_stub import recent_payload
 from tests.support import MemcachedProcess
-from tests.support import memcached_command
+from tests.support.memcached import cache_get
+from tests.support.memcached import cache_set
+from tests.support.warmlog import parse_summary
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.ops
 
@@ -71,8 +74,7 @@ def status_fields(output: str) -> dict[str, str]:
 
 
 def stored_bytes(address: str, key: str) -> int:
-    header = memcached_command(f"get {key}", address).split("\r\n", 1)[0]
-    return int(header.split()[3])
+    return len(cache_get(address, key))
 
 
 def test_warm_then_status_exits_0_and_reports_the_published_snapshot(
@@ -85,9 +87,9 @@ def test_warm_then_status_exits_0_and_reports_the_published_snapshot(
     status = runner.invoke(args=["listens", "status"])
 
     assert warm.exit_code == 0, warm.output
-    summary = [line for line in warm.stderr.splitlines() if "warm outcome=" in line]
-    assert len(summary) == 1 and "outcome=published" in summary[0]
-    generation = int(re.search(r" generation=(\d+)", summary[0]).group(1))
+    summary = summary_of(warm.stderr)
+    assert summary["outcome"] == "published"
+    generation = int(summary["generation"])
     assert status.exit_code == 0, status.output
     fields = status_fields(status.stdout)
     assert fields["state"] == "fresh"
@@ -166,7 +168,7 @@ def test_status_exits_1_quickly_when_memcached_hangs(settings):
 def test_status_reports_legacy_keys_and_purge_legacy_deletes_only_them(runner, memcached, settings):
     snapshot = publish(settings, age=timedelta(minutes=1))
     for key in legacy_keys(PREFIX):
-        assert memcached_command(f"set {key} 0 0 2\r\n[]", memcached.address).startswith("STORED")
+        cache_set(memcached.address, key, b"[]")
 
     before = runner.invoke(args=["listens", "status"])
     purge = runner.invoke(args=["listens", "purge-legacy"])
@@ -181,9 +183,9 @@ def test_status_reports_legacy_keys_and_purge_legacy_deletes_only_them(runner, m
     assert again.exit_code == 0 and again.stdout.strip() == "no legacy keys found"
     assert after.exit_code == 0 and status_fields(after.stdout)["legacy keys"] == "none"
     for key in legacy_keys(PREFIX):
-        assert memcached_command(f"get {key}", memcached.address) == "END\r\n"
+        assert cache_get(memcached.address, key) is None
     assert status_fields(after.stdout)["generation"] == str(snapshot.generation)
-    assert memcached_command(f"get {pointer_key(PREFIX)}", memcached.address).startswith("VALUE")
+    assert cache_get(memcached.address, pointer_key(PREFIX)) is not None
 
 
 def test_purge_legacy_exits_1_when_memcached_refuses(runner, settings):
@@ -203,7 +205,8 @@ def test_status_shows_last_run_summary_when_last_run_failed(runner, memcached, s
     assert warm.exit_code == 1
     assert status.exit_code == 1
     last_run = status_fields(status.stdout)["last run"]
-    assert "warm outcome=failed" in last_run and "failed=2" in last_run and "exit=1" in last_run
+    summary = parse_summary(last_run)
+    assert (summary["outcome"], summary["failed"], summary["exit"]) == ("failed", "2", "1")
 
 
 def test_status_says_where_runs_are_recorded_when_no_database(runner, memcached, settings):

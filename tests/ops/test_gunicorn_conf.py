@@ -20,9 +20,9 @@ from app.core.snapshot import pointer_key
 from tests.ops import analyze
 from tests.support import REPO
 from tests.support import free_port
-from tests.support import memcached_command
 from tests.support import service_env
 from tests.support import wait_until
+from tests.support.memcached import cache_set
 
 pytestmark = pytest.mark.ops
 
@@ -89,7 +89,7 @@ def test_web_workers_log_one_key_value_line_per_event_and_open_no_control_socket
     home = tmp_path / "home"
     home.mkdir()
     # An invalid pointer makes app.reader log a WARNING from the worker.
-    assert memcached_command(f"set {pointer_key('user-listens')} 0 0 3\r\nabc", memcached.address).startswith("STORED")
+    cache_set(memcached.address, pointer_key("user-listens"), b"abc")
     port = free_port()
     env = service_env(
         {

@@ -25,14 +25,13 @@ import pytest
 import requests
 
 from tests.ops import analyze
-from tests.ops.wheelhouse import add_build_backend
-from tests.ops.wheelhouse import build_wheelhouse
 from tests.support import REPO
 from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
 from tests.support import free_port
 from tests.support import service_env
 from tests.support import wait_until
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.ops
 
@@ -80,16 +79,22 @@ def copy_checkout(target: Path) -> Path:
     return target
 
 
-def install(root: Path, wheels: Path | str, checkout: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """Run checkout's deploy/install.sh with arguments into the staging root; pip sees only wheels."""
+def install(
+    root: Path, wheels: Path | str, checkout: Path, *arguments: str, **nginx_env: str
+) -> subprocess.CompletedProcess:
+    """Run checkout's deploy/install.sh with arguments into the staging root; pip sees only wheels.
+
+    nginx_env (NGINX_SERVER_NAME, NGINX_SITE) is the only NGINX_ setting the script sees.
+    """
     # pip sees only the wheelhouse: no index, no machine-wide pip configuration.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "NGINX_"))}
     env.update(
         {
             "DESTDIR": str(root),
             "PYTHON": sys.executable,
             "PIP_INSTALL_ARGS": f"--no-index --find-links {wheels}",
             "PIP_CONFIG_FILE": os.devnull,
+            **nginx_env,
         }
     )
     script = checkout / "deploy" / "install.sh"
@@ -102,17 +107,6 @@ def passwd_entry(root: Path, name: str) -> list[str] | None:
         if fields[0] == name:
             return fields
     return None
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory) -> Path:
-    return add_build_backend(build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels")))
-
-
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
-    """A copy of the repository's files, so the tree cannot change between two runs of the script."""
-    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +307,7 @@ def test_installed_code_warms_serves_reports_and_reloads_across_a_rollback(insta
         added = run_installed(installation, env, "listens", "users", "add", "alice", "--lastfm", "alice")
         assert added.returncode == 0, added.stderr
         warm = run_installed(installation, env, "listens-warm")
-        assert warm.returncode == 0 and "outcome=published" in warm.stderr, warm.stderr
+        assert warm.returncode == 0 and summary_of(warm.stderr)["outcome"] == "published", warm.stderr
         status = run_installed(installation, env, "listens", "listens", "status")
         assert status.returncode == 0 and "state:        fresh" in status.stdout, status.stdout + status.stderr
 

@@ -11,17 +11,13 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.ops import analyze
-from tests.ops.test_install import copy_checkout
-from tests.ops.wheelhouse import add_build_backend
-from tests.ops.wheelhouse import build_wheelhouse
+from tests.ops.test_install import install
 from tests.support import NGINX_SITE
-from tests.support import REPO
 from tests.support import SERVER_NAME
 
 pytestmark = pytest.mark.ops
@@ -46,22 +42,6 @@ def make_root(root: Path) -> Path:
     )
     (root / "etc" / "group").write_text(f"root:x:0:\n{user}:x:{gid}:\n")
     return root
-
-
-def install(root: Path, wheels: Path, checkout: Path, version: str, **nginx_env: str) -> subprocess.CompletedProcess:
-    """Run checkout's deploy/install.sh into root, offline, with nginx_env (NGINX_SERVER_NAME, NGINX_SITE)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "NGINX_"))}
-    env.update(
-        {
-            "DESTDIR": str(root),
-            "PYTHON": sys.executable,
-            "PIP_INSTALL_ARGS": f"--no-index --find-links {wheels}",
-            "PIP_CONFIG_FILE": os.devnull,
-            **nginx_env,
-        }
-    )
-    command = ["bash", str(checkout / "deploy" / "install.sh"), "--version", version]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def nginx_check(root: Path, scratch: Path) -> subprocess.CompletedProcess:
@@ -93,22 +73,12 @@ def rendered(site: Path, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory) -> Path:
-    return add_build_backend(build_wheelhouse(REPO / "requirements.txt", tmp_path_factory.mktemp("wheels")))
-
-
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
-    return copy_checkout(tmp_path_factory.mktemp("checkout"))
-
-
-@pytest.fixture(scope="module")
 def installed(tmp_path_factory, wheels, checkout):
     """Install with NGINX_SERVER_NAME, then again without it; return the root and both runs."""
     root = make_root(tmp_path_factory.mktemp("root"))
     before = host_state()
-    first = install(root, wheels, checkout, "2026.12.01", NGINX_SERVER_NAME=NAME)
-    again = install(root, wheels, checkout, "2026.12.01")
+    first = install(root, wheels, checkout, "--version", "2026.12.01", NGINX_SERVER_NAME=NAME)
+    again = install(root, wheels, checkout, "--version", "2026.12.01")
     assert host_state() == before
     return root, first, again
 
@@ -150,12 +120,12 @@ def test_second_install_keeps_the_server_name_and_changes_nothing(installed):
 
 def test_failed_nginx_t_restores_the_previous_configuration_and_exits_1(installed, wheels, checkout, tmp_path):
     root = make_root(tmp_path / "root")
-    assert install(root, wheels, checkout, "2026.12.01", NGINX_SERVER_NAME=NAME).returncode == 0
+    assert install(root, wheels, checkout, "--version", "2026.12.01", NGINX_SERVER_NAME=NAME).returncode == 0
     nginx = root / "etc" / "nginx"
     before = {path: path.read_text() for path in (nginx / "sites-available").iterdir()}
 
     # HTTPS before the certificate exists: nginx -t cannot load it.
-    failed = install(root, wheels, checkout, "2026.12.01", NGINX_SITE="listens-tls")
+    failed = install(root, wheels, checkout, "--version", "2026.12.01", NGINX_SITE="listens-tls")
 
     assert failed.returncode == 1
     assert "nginx -t failed with the new listens site" in failed.stderr
@@ -179,7 +149,13 @@ def test_tls_site_installs_with_its_certificate(wheels, checkout, tmp_path):
     )
 
     run = install(
-        root, wheels, checkout, "2026.12.01", NGINX_SERVER_NAME=f"{NAME} www.{NAME}", NGINX_SITE="listens-tls"
+        root,
+        wheels,
+        checkout,
+        "--version",
+        "2026.12.01",
+        NGINX_SERVER_NAME=f"{NAME} www.{NAME}",
+        NGINX_SITE="listens-tls",
     )
 
     assert run.returncode == 0, run.stdout + run.stderr
@@ -188,7 +164,7 @@ def test_tls_site_installs_with_its_certificate(wheels, checkout, tmp_path):
     assert f"ssl_certificate /etc/letsencrypt/live/{NAME}/fullchain.pem;" in site
     assert nginx_check(root, tmp_path / "check").returncode == 0
     # An upgrade without the settings keeps the name and stays on HTTPS.
-    again = install(root, wheels, checkout, "2026.12.01")
+    again = install(root, wheels, checkout, "--version", "2026.12.01")
     assert again.returncode == 0 and "already installed and unchanged" in again.stdout
     assert (root / "etc" / "nginx" / "sites-available" / "listens").read_text() == site
 
@@ -197,7 +173,7 @@ def test_tls_site_installs_with_its_certificate(wheels, checkout, tmp_path):
 def bare(tmp_path_factory, wheels, checkout):
     """A root where listens is installed without NGINX_SERVER_NAME: Debian's nginx configuration as it was."""
     root = make_root(tmp_path_factory.mktemp("bare"))
-    return root, install(root, wheels, checkout, "2026.12.01")
+    return root, install(root, wheels, checkout, "--version", "2026.12.01")
 
 
 def test_install_without_a_server_name_says_what_to_set_and_leaves_nginx_alone(bare):
@@ -220,7 +196,7 @@ def test_install_without_a_server_name_says_what_to_set_and_leaves_nginx_alone(b
 def test_install_with_a_bad_nginx_setting_exits_1_saying_what_to_fix(env, message, bare, wheels, checkout):
     root, _ = bare
 
-    run = install(root, wheels, checkout, "2026.12.01", **env)
+    run = install(root, wheels, checkout, "--version", "2026.12.01", **env)
 
     assert run.returncode == 1 and message in run.stderr
     assert not (root / "etc" / "nginx" / "sites-available" / "listens").exists()
@@ -230,7 +206,9 @@ def test_failed_first_install_puts_debians_default_site_back(bare, wheels, check
     root, _ = bare
     nginx = root / "etc" / "nginx"
 
-    failed = install(root, wheels, checkout, "2026.12.01", NGINX_SERVER_NAME=NAME, NGINX_SITE="listens-tls")
+    failed = install(
+        root, wheels, checkout, "--version", "2026.12.01", NGINX_SERVER_NAME=NAME, NGINX_SITE="listens-tls"
+    )
 
     assert failed.returncode == 1 and "nginx -t failed" in failed.stderr
     assert os.readlink(nginx / "sites-enabled" / "default") == "/etc/nginx/sites-available/default"
@@ -242,7 +220,7 @@ def test_nginx_t_failing_before_any_change_installs_nothing(bare, wheels, checko
     broken = root / "etc" / "nginx" / "conf.d" / "broken.conf"
     broken.write_text("this is not nginx;\n")
     try:
-        failed = install(root, wheels, checkout, "2026.12.01", NGINX_SERVER_NAME=NAME)
+        failed = install(root, wheels, checkout, "--version", "2026.12.01", NGINX_SERVER_NAME=NAME)
     finally:
         broken.unlink()
 

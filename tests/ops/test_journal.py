@@ -28,9 +28,10 @@ from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import add_members
 from tests.support import free_port
-from tests.support import memcached_command
 from tests.support import service_env
 from tests.support import stack_env
+from tests.support.memcached import cache_set
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.ops
 
@@ -131,8 +132,7 @@ def test_journalctl_p_warning_finds_a_failed_warm_run_and_nothing_of_a_good_one(
     assert good == 0 and failed == 1
     assert selected_by_p_warning(journal_entries(good_lines)) == []
     entries = journal_entries(failed_lines)
-    (summary,) = [text for _, text in entries if "warm outcome=" in text]
-    generation = re.search(r" generation=(\d+) ", summary).group(1)
+    generation = summary_of(text for _, text in entries)["generation"]
     selected = selected_by_p_warning(entries)
     errors = [text for text in selected if text.startswith("level=ERROR ")]
     assert errors and all(f" generation={generation} " in text for text in selected)
@@ -157,7 +157,7 @@ def test_warm_lines_carry_no_prefix_when_stderr_is_not_the_journal(tmp_path, mem
 
 def test_gunicorn_and_app_lines_carry_the_priority_of_their_level(tmp_path, memcached):
     # An invalid pointer makes app.reader log a WARNING from a worker.
-    assert memcached_command(f"set {pointer_key('user-listens')} 0 0 3\r\nabc", memcached.address).startswith("STORED")
+    cache_set(memcached.address, pointer_key("user-listens"), b"abc")
     log = tmp_path / "journal"
     log.touch()
     env = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -42,11 +41,13 @@ from tests.support import WARM_SCRIPT
 from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import MemcachedProcess
-from tests.support import memcached_command
-from tests.support import memcached_stats
 from tests.support import run_warm
 from tests.support import service_env
 from tests.support import wait_until
+from tests.support.memcached import cache_get
+from tests.support.memcached import memcached_stats
+from tests.support.stack import pointer_at
+from tests.support.warmlog import summary_of
 
 pytestmark = pytest.mark.ops
 
@@ -97,7 +98,7 @@ def servers_of(pool) -> tuple[str, ...]:
 
 def holder(servers, key: str) -> MemcachedProcess:
     """Return the one server that holds key, asking each server directly."""
-    found = [server for server in servers if memcached_command(f"get {key}", server.address).startswith("VALUE")]
+    found = [server for server in servers if cache_get(server.address, key) is not None]
     assert len(found) == 1, f"{key} is on {[server.address for server in found]}"
     return found[0]
 
@@ -307,8 +308,7 @@ def test_page_is_stale_never_warming_then_next_warm_run_recovers_when_pool_serve
     # The server comes back holding the pointer it had; the next run moves it on.
     third = job.run(settings)
     assert (third.outcome, third.exit_code) == ("published", 0), third.summary()
-    reply = memcached_command(f"get {pointer_key(PREFIX)}", victim.address)
-    assert decode_pointer(reply.split("\r\n")[1].encode()).generation == third.generation
+    assert pointer_at(victim.address).generation == third.generation
     wait_until(
         lambda: web.get("/api/internal/user-listens").get_json()["generation"] == third.generation,
         10,
@@ -326,9 +326,9 @@ def api(web: Gunicorn) -> tuple[dict, float]:
 
 def published_generation(run: subprocess.CompletedProcess) -> int:
     assert run.returncode == 0, run.stderr
-    (summary,) = [line for line in run.stderr.splitlines() if "warm outcome=" in line]
-    assert "outcome=published" in summary, summary
-    return int(re.search(r" generation=(\d+)", summary).group(1))
+    summary = summary_of(run.stderr)
+    assert summary["outcome"] == "published", run.stderr
+    return int(summary["generation"])
 
 
 @pytest.mark.parametrize("lost", ["pointer", "snapshot"])
@@ -374,8 +374,8 @@ def start_warm(env) -> subprocess.Popen:
 
 
 def outcome(stderr: str) -> tuple[str, int]:
-    (summary,) = [line for line in stderr.splitlines() if "warm outcome=" in line]
-    return re.search(r"outcome=(\w+)", summary).group(1), int(re.search(r" generation=(\d+)", summary).group(1))
+    summary = summary_of(stderr)
+    return summary["outcome"], int(summary["generation"])
 
 
 def test_warm_runs_on_two_hosts_publish_once_per_cycle_through_the_lease(pool, lastfm, tmp_path):

@@ -21,10 +21,8 @@ from app import create_app
 from app.core import cache
 from app.core.snapshot import Snapshot
 from app.core.snapshot import Track
-from app.core.snapshot import decode_pointer
 from app.core.snapshot import generation_from
 from app.core.snapshot import pointer_key
-from app.core.snapshot import snapshot_key
 from app.warm import job
 from app.warm import publisher
 from tests.ops.test_pool import PREFIX
@@ -32,8 +30,9 @@ from tests.ops.test_pool import READ_BOUND_S
 from tests.ops.test_pool import add_members
 from tests.ops.test_pool import holder
 from tests.ops.test_pool import servers_of
-from tests.support import memcached_command
 from tests.support import wait_until
+from tests.support.stack import pointer_at
+from tests.support.stack import snapshot_at
 
 pytestmark = pytest.mark.ops
 
@@ -133,11 +132,9 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
                 assert data["generation"] == second.generation
     finally:
         victim.resume()
-    reply = memcached_command(f"get {pointer_key(PREFIX)}", victim.address)
-    assert decode_pointer(reply.split("\r\n")[1].encode()).generation == first.generation
+    assert pointer_at(victim.address).generation == first.generation
     # The first run's snapshot is still in the pool: a reader following the old pointer could show it.
-    old_snapshot = f"get {snapshot_key(PREFIX, first.generation)}"
-    assert any(memcached_command(old_snapshot, server.address).startswith("VALUE") for server in pool)
+    assert any(snapshot_at(server.address, first.generation) is not None for server in pool)
 
     # Once each worker's client takes the rejoined server back into its ring
     # (within about two seconds), the pointer it reads names the first run.
@@ -165,8 +162,7 @@ def test_no_worker_ever_shows_an_older_generation_when_a_server_rejoins_with_an_
         f"pointer at generation {first.generation} is older than generation {second.generation}" in line
         for line in behind
     ), behind
-    reply = memcached_command(f"get {pointer_key(PREFIX)}", victim.address)
-    assert decode_pointer(reply.split("\r\n")[1].encode()).generation == third.generation
+    assert pointer_at(victim.address).generation == third.generation
     assert all(web.get(API).get_json()["generation"] == third.generation for web in workers)
 
 

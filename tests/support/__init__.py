@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
@@ -27,6 +26,10 @@ from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.warm import members
 from app.warm import publisher
+from tests.support.memcached import memcached_command
+from tests.support.processes import stop_process
+from tests.support.processes import wait_ready
+from tests.support.processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
@@ -37,45 +40,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_until(check, timeout_s: float, what: str, interval_s: float = 0.02):
-    """Call check() until it returns a truthy value; fail with what after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as error:  # readiness probes fail until the process is up
-            last_error = error
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last error: {last_error!r})")
-
-
-def memcached_command(text: str, address: str, timeout_s: float = 2.0) -> str:
-    """Send one raw text-protocol command and return its reply (up to END for stats and gets)."""
-    host, port = address.rsplit(":", 1)
-    multiline = text.split()[0] in ("stats", "get", "gets")
-    with socket.create_connection((host, int(port)), timeout=timeout_s) as connection:
-        connection.sendall(text.encode("ascii") + b"\r\n")
-        reply = b""
-        while not (reply.endswith((b"END\r\n", b"ERROR\r\n")) if multiline else reply.endswith(b"\r\n")):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return reply.decode("utf-8", "replace")
-
-
-def memcached_stats(address: str) -> dict[str, int]:
-    stats = {}
-    for line in memcached_command("stats", address).splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT" and parts[2].lstrip("-").isdigit():
-            stats[parts[1]] = int(parts[2])
-    return stats
 
 
 class MemcachedProcess:
@@ -108,15 +72,12 @@ class MemcachedProcess:
         if os.geteuid() == 0:
             command += ["-u", "nobody"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_until(
-                lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"),
-                10,
-                f"memcached on {self.address}",
-            )
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready(
+            self,
+            lambda: self._alive() and memcached_command("version", self.address).startswith("VERSION"),
+            10,
+            f"memcached on {self.address}",
+        )
         return self
 
     def _alive(self) -> bool:
@@ -148,12 +109,7 @@ class MemcachedProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
 
@@ -274,21 +230,11 @@ class Gunicorn:
                 raise AssertionError(f"gunicorn exited early:\n{log_path.read_text()}")
             return requests.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503)
 
-        try:
-            wait_until(ready, 30, f"gunicorn on {self.url}", interval_s=0.1)
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready(self, ready, 30, f"gunicorn on {self.url}", interval_s=0.1)
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 20)
         if self.process is not None:
             self.log.close()
 
@@ -407,24 +353,14 @@ class Nginx:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return True
 
-        try:
-            wait_until(ready, 15, f"nginx on {self.url}", interval_s=0.05)
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready(self, ready, 15, f"nginx on {self.url}", interval_s=0.05)
         return self
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 20)
 
 
 def publish_aged(settings, prefix: str, *, age: timedelta, tracks: int = 1) -> Snapshot:

@@ -1,6 +1,6 @@
 """Run one warm cycle in its own process, pausing at chosen protocol steps until the test releases it.
 
-Usage: python -m tests.faults.warm_runner --control DIR [--pause-at STEP ...] [--now-offset SECONDS]
+Usage: python -m tests.support.warm_runner --control DIR [--pause-at STEP ...] [--now-offset SECONDS]
 
 At the first occurrence of each STEP (job.run's checkpoints: "fetched",
 "snapshot-written", "read-back", "pointer-read", "pointer-swapped") it writes
