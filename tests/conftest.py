@@ -1,23 +1,38 @@
-"""Shared fixtures: settings, app, client, runner, and a real memcached."""
+"""Shared fixtures: settings, app, client, runner, a real memcached, a fake or a mocked Last.fm; each folder's tier mark."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from app import create_app
 from app.core.settings import Settings
 from tests.support import TEST_API_KEY
+from tests.support import FakeLastfm
 from tests.support import MemcachedProcess
+from tests.support.lastfm_stub import FAKE_LASTFM_URL
+from tests.support.lastfm_stub import LastfmStub
 
-FAKE_LASTFM_URL = "http://lastfm.test/2.0/"
+TESTS = Path(__file__).resolve().parent
+# A test's tier is its folder: every test under tests/faults/ carries the
+# `faults` mark, so `pytest -m faults` selects the folder and a new file there
+# cannot forget its mark (setup.cfg lists the marks).
+FOLDER_MARKS = ("integration", "e2e", "faults", "ops", "browser", "frontdoor", "model")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")
 def memcached_process():
     """Start one real memcached for the session; tests flush it first."""
-    server = MemcachedProcess().start()
-    yield server
-    server.stop()
+    with MemcachedProcess() as server:
+        yield server
 
 
 @pytest.fixture
@@ -62,3 +77,17 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def lastfm():
+    """The fake Last.fm server (devtools/fake_lastfm.py) as a process of its own, for one test."""
+    with FakeLastfm() as server:
+        yield server
+
+
+@pytest.fixture
+def stub():
+    """Last.fm mocked at the HTTP boundary; it answers only what a test (or a module's own stub) tells it."""
+    with LastfmStub() as stub:
+        yield stub

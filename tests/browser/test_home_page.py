@@ -21,8 +21,6 @@ from tests.browser.helpers import PHONE
 from tests.browser.helpers import make_state
 from tests.support import REPO
 
-pytestmark = pytest.mark.browser
-
 HTML_BUDGET = 30 * 1024
 CSS_BUDGET = 15 * 1024
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.browser.helpers import MEMBERS
 from tests.browser.helpers import PHONE
 from tests.browser.helpers import make_state
-
-pytestmark = pytest.mark.browser
 
 FOCUSED = """() => {
     const element = document.activeElement;

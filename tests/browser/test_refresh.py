@@ -28,8 +28,6 @@ from tests.browser.test_xss import assert_no_script_ran
 from tests.browser.test_xss import provoke_and_inspect
 from tests.support.stack import Stack
 
-pytestmark = pytest.mark.browser
-
 REFRESH_S = 2
 API = "/api/internal/user-listens"
 

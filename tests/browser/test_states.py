@@ -12,8 +12,6 @@ from tests.browser.helpers import STATES
 from tests.browser.helpers import make_state
 from tests.support import REPO
 
-pytestmark = pytest.mark.browser
-
 # What a visitor reads in each state; each is unique to its state.
 WORDING = {
     "warming": ("Warming up", "Back in a few minutes"),

@@ -12,8 +12,6 @@ from tests.browser.helpers import DESKTOP
 from tests.browser.helpers import IMAGE_HOST
 from tests.browser.helpers import MEMBERS
 
-pytestmark = pytest.mark.browser
-
 PWN = "window.__pwned=1"
 
 # Names: shown as text, never as markup.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,11 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.warm.metrics import MEMBER_RESULTS
 from app.warm.metrics import OUTCOMES
-from tests.support import REPO
-from tests.support import WARM_SCRIPT
 from tests.support import Gunicorn
 from tests.support import add_members
-from tests.support import service_env
+from tests.support import run_warm
 from tests.support import stack_env
 from tests.support.memcached import WRITE_COUNTERS
 from tests.support.memcached import memcached_stats
@@ -31,8 +28,6 @@ from tests.support.stack import Stack
 from tests.support.stack import pointer_at
 from tests.support.stack import stack_fixture
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.e2e
 
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
 STATES = ("warming", "fresh", "stale", "empty", "unavailable")
@@ -96,15 +91,7 @@ def scrape(web: Gunicorn) -> dict:
 
 
 def warm(env: dict[str, str], *, umask: int | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*prefix, sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
+    return run_warm(env, prefix=prefix, umask=umask)
 
 
 def current_generation(site) -> int:

@@ -20,8 +20,6 @@ from tests.support.memcached import memcached_stats
 from tests.support.stack import stack_fixture
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.e2e
-
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
 
 

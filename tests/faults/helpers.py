@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import html.parser
 import re
-import time
 
 import requests
 
+from tests.support import timed
 from tests.support.stack import RESPONSE_TIMEOUT_S
 
 
@@ -50,6 +50,4 @@ class PageParser(html.parser.HTMLParser):
 
 
 def timed_get(url: str) -> tuple[requests.Response, float]:
-    started = time.monotonic()
-    response = requests.get(url, timeout=RESPONSE_TIMEOUT_S)
-    return response, time.monotonic() - started
+    return timed(lambda: requests.get(url, timeout=RESPONSE_TIMEOUT_S))

@@ -27,8 +27,6 @@ from tests.support.stack import Stack
 from tests.support.stack import snapshot_at
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.faults
-
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
 # Read, step 1 (docs/design.md): a dead or hung cache is `unavailable` within this bound.
 UNAVAILABLE_BOUND_S = 0.5

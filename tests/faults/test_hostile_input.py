@@ -28,8 +28,6 @@ from tests.support.stack import API_PATH
 from tests.support.stack import Stack
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.faults
-
 # Text a scrobbler controls: artist, album and track names.
 TEXT_PAYLOADS = (
     "<script>alert(1)</script>",

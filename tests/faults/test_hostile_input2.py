@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,17 @@ from app.warm import members
 from tests.support import REPO
 from tests.support import FakeLastfm
 from tests.support import MemcachedProcess
+from tests.support import run_service
 from tests.support import service_env
 from tests.support import stack_env
+from tests.support import timed
 from tests.support.memcached import memcached_stats
 from tests.support.stack import snapshot_at
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.faults
-
 # The run's process must exit within its deadline plus this much, whatever Last.fm does
 # (systemd's TimeoutStartSec is far above; deploy/systemd/listens-warm.service).
 EXIT_BOUND_S = 5.0
-
-
-def timed(command: list[str], env) -> tuple[subprocess.CompletedProcess, float]:
-    started = time.monotonic()
-    finished = subprocess.run(command, cwd=REPO, env=service_env(env), capture_output=True, text=True, timeout=120)
-    return finished, time.monotonic() - started
 
 
 WARM_SCRIPT = [sys.executable, "scripts/warm_listens.py"]
@@ -52,7 +45,7 @@ def test_run_against_dripping_lastfm_exits_within_deadline_plus_5_s(mode, comman
     stack = make_stack(web=False, env={"LISTENS_DEADLINE_SECONDS": str(deadline_s)}, members=("steady", "dripper"))
     stack.lastfm.set_user("dripper", mode=mode, delay_s=1)
 
-    run, elapsed = timed(command, stack.env)
+    run, elapsed = timed(lambda: run_service(command, stack.env))
 
     summary = summary_of(run.stderr)
     assert summary["outcome"] == "published" and run.returncode == 0, run.stderr
@@ -70,7 +63,7 @@ def test_refused_key_ends_run_within_5_s_while_another_member_hangs(make_stack):
     stack.lastfm.set_user("hangs", mode="hang", delay_s=120)
     stack.lastfm.set_user("refused", mode="error", code=26)  # "Suspended API key", status 403
 
-    run, elapsed = timed(WARM_SCRIPT, stack.env)
+    run, elapsed = timed(lambda: run_service(WARM_SCRIPT, stack.env))
 
     summary = summary_of(run.stderr)
     assert run.returncode == 2 and summary["outcome"] == "config", run.stderr
@@ -293,7 +286,7 @@ def test_ipv6_memcached_address_exits_2_at_start_naming_the_variable(tmp_path):
         connections = memcached_stats(cache.address)["total_connections"]
         env = stack_env(f"[::1]:{cache.port}", lastfm.url, tmp_path / "listens.sqlite3")
 
-        run, _ = timed(WARM_SCRIPT, env)
+        run, _ = timed(lambda: run_service(WARM_SCRIPT, env))
 
         errors = [line for line in run.stderr.splitlines() if line.startswith("level=ERROR")]
         assert run.returncode == 2, run.stderr

@@ -5,13 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from app.warm import members
 from tests.support.warmlog import counts_of
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.faults
 
 DEADLINE_S = 6
 # The summary line is written once every fetch thread returned; a hung request ends at the deadline.

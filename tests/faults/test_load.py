@@ -6,13 +6,10 @@ import re
 import threading
 import time
 
-import pytest
 import requests
 
 from tests.support.stack import API_PATH
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.faults
 
 CLIENTS = 32
 TARGET_REQUESTS = 20_000

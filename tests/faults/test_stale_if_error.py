@@ -18,8 +18,6 @@ from tests.faults.helpers import timed_get
 from tests.support import Gunicorn
 from tests.support.stack import API_PATH
 
-pytestmark = pytest.mark.faults
-
 MEMBERS = ("alice", "bob", "carol")
 BOUND_S = 0.5
 REQUESTS = 6

@@ -19,8 +19,6 @@ from tests.support.stack import snapshot_at
 from tests.support.stack import stack_fixture
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.faults
-
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
 STEPS = ("fetched", "snapshot-written", "read-back", "pointer-read", "pointer-swapped")
 

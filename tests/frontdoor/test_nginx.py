@@ -26,8 +26,6 @@ from tests.support import NGINX_TLS_SITE
 from tests.support import SERVER_NAME
 from tests.support import wait_until
 
-pytestmark = pytest.mark.frontdoor
-
 MAX_AGE_S = int(re.search(r"max-age=(\d+)", PUBLIC_CACHE).group(1))
 
 

@@ -13,13 +13,10 @@ import socket
 import threading
 import time
 
-import pytest
-
 from tests.frontdoor.helpers import shows_members
 from tests.support import SERVER_NAME
+from tests.support import timed
 from tests.support import wait_until
-
-pytestmark = pytest.mark.frontdoor
 
 SLOW_HEADERS = 256
 SLOW_READERS = 64
@@ -87,12 +84,6 @@ class SlowClients:
             connection.close()
 
 
-def timed_get(front, path: str):
-    started = time.monotonic()
-    answer = front.get(path)
-    return answer, time.monotonic() - started
-
-
 def test_slow_clients_never_delay_the_page(front):
     front.get("/")  # the page is cached, as it is on a live site
     slow = SlowClients(front.nginx.port, SLOW_HEADERS, SLOW_READERS)
@@ -103,12 +94,12 @@ def test_slow_clients_never_delay_the_page(front):
         latencies = []
         health_latencies = []
         for index in range(REQUESTS):
-            answer, elapsed = timed_get(front, "/")
+            answer, elapsed = timed(lambda: front.get("/"))
             assert answer.status_code == 200 and shows_members(answer.text), index
             latencies.append(elapsed)
             if index % 10 == 0:
                 # Never cached: this one goes through to gunicorn every time.
-                health, elapsed = timed_get(front, "/healthz")
+                health, elapsed = timed(lambda: front.get("/healthz"))
                 assert health.status_code == 200
                 health_latencies.append(elapsed)
             time.sleep(0.03)

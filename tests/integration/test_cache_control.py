@@ -15,9 +15,7 @@ from app.warm import job
 from app.web.views import PUBLIC_CACHE
 from app.web.views import SHORT_CACHE
 from tests import support
-from tests.integration.lastfm_stub import recent_payload
-
-pytestmark = pytest.mark.integration
+from tests.support.lastfm_stub import recent_payload
 
 PATHS = ("/", "/api/internal/user-listens")
 NAMES = ("alice", "bob")

@@ -19,8 +19,6 @@ import pytest
 from app.core import cache
 from tests.support import MemcachedProcess
 
-pytestmark = pytest.mark.integration
-
 # The reader's bound: a dead or hung cache must turn into a page this fast.
 UNAVAILABLE_WITHIN_S = 0.5
 # A poll timeout well above that bound, to show which behaviour bounds the wait.
@@ -29,11 +27,8 @@ LONG_POLL_MS = 1500
 
 @pytest.fixture
 def hung():
-    server = MemcachedProcess().start()
-    try:
+    with MemcachedProcess() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def seconds_to_fail(client: cache.RawClient, server: MemcachedProcess) -> float:

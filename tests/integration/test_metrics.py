@@ -10,8 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.core.snapshot import Snapshot
 from tests import support
 
-pytestmark = pytest.mark.integration
-
 
 def publish(settings, *, age: timedelta, tracks: int) -> Snapshot:
     """Publish a snapshot whose newest fetch is age old, as the warm job would."""

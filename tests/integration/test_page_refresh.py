@@ -20,8 +20,6 @@ from tests.support import REPO
 from tests.support.clock import FakeClock
 from tests.support.tracks import make_track
 
-pytestmark = pytest.mark.integration
-
 PAGE_BUDGET = 30 * 1024
 LONG_PAGE_BUDGET = 40 * 1024
 CSS_BUDGET = 15 * 1024

@@ -6,8 +6,6 @@ import ast
 import dataclasses
 import logging
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC
 from datetime import datetime
@@ -26,16 +24,15 @@ from app.core.snapshot import snapshot_key
 from app.warm import job
 from app.warm import members
 from tests import support
-from tests.integration.lastfm_stub import LastfmStub
-from tests.integration.lastfm_stub import recent_payload
 from tests.support import REPO
 from tests.support import MemcachedProcess
 from tests.support.clock import FakeClock
+from tests.support.lastfm_stub import LastfmStub
+from tests.support.lastfm_stub import recent_payload
 from tests.support.memcached import WRITE_COUNTERS
 from tests.support.memcached import cache_delete
 from tests.support.memcached import memcached_stats
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import run_python
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PREFIX = "user-listens"
@@ -65,6 +62,12 @@ def answer_everyone(stub: LastfmStub, when: datetime) -> None:
     )
 
 
+def three_members_answering(settings, stub: LastfmStub) -> None:
+    """alice, bob and carol are members, and the mocked Last.fm answers for each of them at T0."""
+    add_members(settings, "alice", "bob", "carol")
+    answer_everyone(stub, T0)
+
+
 def run_at(settings, when: datetime, **kwargs) -> job.RunResult:
     return job.run(settings, now=when, **kwargs)
 
@@ -92,8 +95,7 @@ def page_state(client) -> str:
 @pytest.fixture
 def published(settings, memcached, stub):
     """Three members, one run at T0 published."""
-    add_members(settings, "alice", "bob", "carol")
-    answer_everyone(stub, T0)
+    three_members_answering(settings, stub)
     result = run_at(settings, T0)
     assert result.exit_code == 0 and result.outcome == "published", result.summary()
     return result
@@ -397,7 +399,7 @@ def test_web_app_never_imports_write_side_modules(tmp_path):
         "    client.get(path)\n"
         "print(sorted(name for name in sys.modules if name == 'app' or name.startswith(('app.', 'devtools'))))\n"
     )
-    output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    output = run_python(code, REPO)
 
     assert output.returncode == 0, output.stderr
     loaded = ast.literal_eval(output.stdout.strip())

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import pytest
-
 from app.core import cache
 from app.core.snapshot import Pointer
 from app.core.snapshot import State
@@ -18,8 +16,6 @@ from tests.model.protocol import BASE_TIME
 from tests.model.protocol import make_snapshot
 from tests.support import MemcachedProcess
 from tests.support.clock import FakeClock
-
-pytestmark = pytest.mark.integration
 
 PREFIX = "memory"
 FRESH_S = 420

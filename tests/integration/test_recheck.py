@@ -12,19 +12,15 @@ from app.core.settings import load_settings
 from app.warm import job
 from app.web.reader import SnapshotReader
 from tests.integration.test_protocol import T0
-from tests.integration.test_protocol import add_members
-from tests.integration.test_protocol import answer_everyone
+from tests.integration.test_protocol import three_members_answering
 from tests.support.clock import FakeClock
 from tests.support.memcached import memcached_stats
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def stub(stub, settings, memcached):
     """The mocked Last.fm answering for alice, bob, carol, who are members."""
-    add_members(settings, "alice", "bob", "carol")
-    answer_everyone(stub, T0)
+    three_members_answering(settings, stub)
     return stub
 
 

@@ -13,8 +13,6 @@ from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
 from tests.integration.test_protocol import answer_everyone
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def stub(stub, settings, memcached):

@@ -9,11 +9,9 @@ import pytest
 
 from app.warm import job
 from app.warm import members
-from tests.integration.lastfm_stub import recent_payload
 from tests.integration.test_protocol import T0
 from tests.integration.test_protocol import add_members
-
-pytestmark = pytest.mark.integration
+from tests.support.lastfm_stub import recent_payload
 
 NAMES = ("alice", "bob", "carol", "dave")
 

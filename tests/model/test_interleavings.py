@@ -23,8 +23,6 @@ from tests.model.protocol import Checker
 from tests.model.protocol import Clients
 from tests.model.protocol import Run
 
-pytestmark = pytest.mark.model
-
 PUBLISHED = 1000
 OLDER = 2000
 NEWER = 3000

@@ -38,8 +38,6 @@ from tests.model.protocol import inspect
 from tests.model.protocol import make_snapshot
 from tests.support import MemcachedProcess
 
-pytestmark = pytest.mark.model
-
 EXAMPLES = 60
 STEPS_PER_EXAMPLE = 40
 MAX_LIVE_RUNS = 3
@@ -241,9 +239,8 @@ RULES = (
 @pytest.fixture(scope="module")
 def model_memcached():
     """A memcached of the model's own: the machine restarts it."""
-    server = MemcachedProcess().start()
-    yield server
-    server.stop()
+    with MemcachedProcess() as server:
+        yield server
 
 
 def test_random_runs_reads_and_damage_keep_every_invariant(model_memcached):

@@ -11,9 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.support import REPO
+from tests.support.processes import required_tool
 
 UNIT_DIR = REPO / "deploy" / "systemd"
 SERVICES = ("listens-web.service", "listens-warm.service", "listens-alert@.service")
@@ -33,15 +32,7 @@ _EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+)")
 
 def systemd_analyze() -> str:
     """Return the path of systemd-analyze; fail the test (never skip) when it is missing."""
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.fail(
-            "systemd-analyze is not installed: install the Debian package 'systemd'"
-            " (apt-get install systemd; .ci/run does it). It checks unit files offline;"
-            " no running systemd is needed.",
-            pytrace=False,
-        )
-    return path
+    return required_tool("systemd-analyze", "systemd", ". It checks unit files offline; no running systemd is needed.")
 
 
 def prepare_os_root(root: Path) -> Path:

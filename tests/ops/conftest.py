@@ -1,5 +1,5 @@
-"""Fixtures shared by the ops tests: the pool (three memcached processes and the fake Last.fm, defined in
-test_pool.py), and the wheels and checkout that install.sh installs from in test_install*.py.
+"""Fixtures shared by the ops tests: the pool (three memcached processes, defined in test_pool.py; the fake
+Last.fm is tests/conftest.py's), and the wheels and checkout that install.sh installs from in test_install*.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.ops.test_install import copy_checkout
-from tests.ops.test_pool import lastfm  # noqa: F401 (a fixture)
 from tests.ops.test_pool import pool  # noqa: F401 (a fixture)
 from tests.ops.test_pool import pool_processes  # noqa: F401 (a fixture)
 from tests.ops.wheelhouse import add_build_backend

@@ -6,12 +6,10 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from tests.support import REPO
-
-pytestmark = pytest.mark.ops
+from tests.support.processes import required_tool
 
 RULES_DIR = REPO / "deploy" / "prometheus"
 RULES = RULES_DIR / "listens-rules.yml"
@@ -22,13 +20,7 @@ EXPORTERS = (REPO / "app" / "web" / "metrics.py", REPO / "app" / "warm" / "metri
 
 def promtool(*arguments: str, cwd=RULES_DIR) -> subprocess.CompletedProcess:
     """Run promtool; fail the test (never skip) when it is missing."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not installed: install the Debian package 'prometheus'"
-            " (scripts/install_system_deps.sh does it; make test runs that first)",
-            pytrace=False,
-        )
+    path = required_tool("promtool", "prometheus")
     return subprocess.run([path, *arguments], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 

@@ -20,23 +20,15 @@ from app.core.snapshot import legacy_keys
 from app.core.snapshot import pointer_key
 from app.core.snapshot import snapshot_key
 from tests import support
-from tests.integration.lastfm_stub import LastfmStub
-from tests.integration.lastfm_stub import recent_payload
 from tests.support import MemcachedProcess
+from tests.support.lastfm_stub import LastfmStub
+from tests.support.lastfm_stub import recent_payload
 from tests.support.memcached import cache_get
 from tests.support.memcached import cache_set
 from tests.support.warmlog import parse_summary
 from tests.support.warmlog import summary_of
 
-pytestmark = pytest.mark.ops
-
 PREFIX = "user-listens"
-
-
-@pytest.fixture
-def stub():
-    with LastfmStub() as stub:
-        yield stub
 
 
 @pytest.fixture

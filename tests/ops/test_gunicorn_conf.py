@@ -24,8 +24,6 @@ from tests.support import service_env
 from tests.support import wait_until
 from tests.support.memcached import cache_set
 
-pytestmark = pytest.mark.ops
-
 CONF = REPO / "deploy" / "gunicorn.conf.py"
 LINE = re.compile(r"^level=(DEBUG|INFO|WARNING|ERROR|CRITICAL) logger=\S+ pid=\d+ \S")
 

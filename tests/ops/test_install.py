@@ -29,11 +29,10 @@ from tests.support import REPO
 from tests.support import TEST_API_KEY
 from tests.support import FakeLastfm
 from tests.support import free_port
+from tests.support import run_service
 from tests.support import service_env
 from tests.support import wait_until
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.ops
 
 FIRST = "2026.12.01"
 SECOND = "2026.12.15"
@@ -239,14 +238,7 @@ def test_installed_units_verify_against_the_installed_programs(installation):
 
 def run_installed(installation: Installation, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     """Run one of the installed commands as the units do, from another directory (HOME)."""
-    return subprocess.run(
-        [str(installation.venv / "bin" / command[0]), *command[1:]],
-        cwd=env["HOME"],
-        env=service_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_service([str(installation.venv / "bin" / command[0]), *command[1:]], env, cwd=Path(env["HOME"]))
 
 
 def workers_of(pid: int) -> list[int]:

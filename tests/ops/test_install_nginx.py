@@ -20,8 +20,6 @@ from tests.ops.test_install import install
 from tests.support import NGINX_SITE
 from tests.support import SERVER_NAME
 
-pytestmark = pytest.mark.ops
-
 NAME = "listens.test"
 NGINX_USER = ("www-data", 33, 33)
 # Host files the script must never touch when DESTDIR is set.

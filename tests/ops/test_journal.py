@@ -31,9 +31,8 @@ from tests.support import free_port
 from tests.support import service_env
 from tests.support import stack_env
 from tests.support.memcached import cache_set
+from tests.support.processes import run_python
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.ops
 
 PRIORITY_OF_LEVEL = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
 JOURNAL_LINE = re.compile(r"^<(\d)>level=(\w+) logger=\S+ ")
@@ -188,7 +187,7 @@ def test_gunicorn_conf_loads_the_shared_handler_without_importing_the_app(tmp_pa
         "handler = conf['logconfig_dict']['handlers']['stderr']['()']\n"
         "print(handler.__name__, sorted(name for name in sys.modules if name == 'app' or name.startswith('app.')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = run_python(code, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "JournalHandler []"

@@ -19,9 +19,7 @@ from tests.ops.wheelhouse import add_build_backend
 from tests.ops.wheelhouse import build_wheelhouse
 from tests.support import REPO
 from tests.support import free_port
-from tests.support import service_env
-
-pytestmark = pytest.mark.ops
+from tests.support import run_service
 
 # What a copy of the repository leaves out: local environments and caches, not sources.
 _LOCAL = (".git", ".venv*", "__pycache__", ".pytest_cache", "build", "dist", "*.egg-info", "instance", "artifacts")
@@ -51,14 +49,7 @@ def venv(tmp_path_factory) -> Path:
 
 
 def run(venv: Path, cwd: Path, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(venv / "bin" / command[0]), *command[1:]],
-        cwd=cwd,
-        env=service_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_service([str(venv / "bin" / command[0]), *command[1:]], env, cwd=cwd, timeout_s=60)
 
 
 def test_listens_help_lists_the_apps_commands_without_app_option(venv, tmp_path):

@@ -21,7 +21,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pylibmc
@@ -36,20 +35,16 @@ from app.core.snapshot import pointer_key
 from app.core.snapshot import snapshot_key
 from app.warm import job
 from tests import support
-from tests.support import REPO
-from tests.support import WARM_SCRIPT
-from tests.support import FakeLastfm
 from tests.support import Gunicorn
 from tests.support import MemcachedProcess
 from tests.support import run_warm
-from tests.support import service_env
+from tests.support import start_warm
+from tests.support import timed
 from tests.support import wait_until
 from tests.support.memcached import cache_get
 from tests.support.memcached import memcached_stats
 from tests.support.stack import pointer_at
 from tests.support.warmlog import summary_of
-
-pytestmark = pytest.mark.ops
 
 PREFIX = "user-listens"
 MEMBERS = ("alice", "bob", "carol", "dave", "erin")
@@ -83,13 +78,6 @@ def pool(pool_processes):
             server.start()
         server.flush()
     return pool_processes
-
-
-@pytest.fixture
-def lastfm():
-    server = FakeLastfm().start()
-    yield server
-    server.stop()
 
 
 def servers_of(pool) -> tuple[str, ...]:
@@ -126,12 +114,6 @@ def recover(server: MemcachedProcess, how: str) -> None:
         server.start()  # the same port, every key lost
     else:
         server.resume()
-
-
-def timed(call):
-    started = time.monotonic()
-    value = call()
-    return value, time.monotonic() - started
 
 
 def test_connect_builds_consistent_hashing_client_that_ejects_failed_servers_when_pool():
@@ -360,17 +342,6 @@ def test_page_and_next_warm_run_recover_without_manual_steps_when_pool_server_st
     finally:
         web.stop()
     assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
-
-
-def start_warm(env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def outcome(stderr: str) -> tuple[str, int]:

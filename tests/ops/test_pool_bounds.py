@@ -20,7 +20,6 @@ import pytest
 from app import create_app
 from app.core import cache
 from app.core.snapshot import Snapshot
-from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.core.snapshot import pointer_key
 from app.warm import job
@@ -30,18 +29,18 @@ from tests.ops.test_pool import READ_BOUND_S
 from tests.ops.test_pool import add_members
 from tests.ops.test_pool import holder
 from tests.ops.test_pool import servers_of
+from tests.support import timed
 from tests.support import wait_until
 from tests.support.stack import pointer_at
 from tests.support.stack import snapshot_at
-
-pytestmark = pytest.mark.ops
+from tests.support.tracks import make_track
 
 API = "/api/internal/user-listens"
 REQUESTS = 4
 
 
 def make_snapshot(generation: int, now: datetime) -> Snapshot:
-    track = Track("alice", "alice-fm", "Artist", "Album", f"Track {generation}", "", "", now, False, now)
+    track = make_track("alice", track=f"Track {generation}", played_at=now, fetched_at=now)
     return Snapshot(generation, now, (track,), {"members": 1})
 
 
@@ -53,12 +52,6 @@ def publish(servers: tuple[str, ...], generation: int, now: datetime) -> None:
     client = cache.connect(servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
     outcome = publisher.publish_snapshot(client, PREFIX, make_snapshot(generation, now), expiry_s=3600)
     assert outcome is publisher.PublishOutcome.PUBLISHED
-
-
-def timed_get(web, path: str):
-    started = time.monotonic()
-    response = web.get(path)
-    return response, time.monotonic() - started
 
 
 def hung_sets(pool) -> list[list]:
@@ -90,7 +83,7 @@ def test_every_answer_within_bound_and_never_older_when_servers_of_three_hang(ca
         for web, shown in ((seen, first), (fresh_worker, None)):
             for _attempt in range(REQUESTS):
                 for path in ("/", API, "/healthz"):
-                    response, elapsed = timed_get(web, path)
+                    response, elapsed = timed(web.get, path)
                     assert elapsed < READ_BOUND_S, (path, elapsed, [server.address for server in hung])
                 data = web.get(API).get_json()
                 if data["reachable"]:

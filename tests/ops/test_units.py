@@ -15,8 +15,6 @@ from app.core.settings import Settings
 from tests.ops import analyze
 from tests.support import REPO
 
-pytestmark = pytest.mark.ops
-
 APP_PREFIX = "/opt/listens/app/"
 ENV_EXAMPLE = REPO / "deploy" / "listens.env.example"
 

@@ -6,12 +6,8 @@ hosts would), one memcached, the fake Last.fm and PostgreSQL.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC
 from datetime import datetime
-
-import pytest
 
 from app.core import cache
 from app.core.settings import DEFAULT_KEY_PREFIX
@@ -19,33 +15,13 @@ from app.warm import members
 from app.warm import publisher
 from tests.postgres import PASSWORD
 from tests.postgres import PostgresServer
-from tests.support import REPO
-from tests.support import WARM_SCRIPT
 from tests.support import FakeLastfm
 from tests.support import run_warm
-from tests.support import service_env
 from tests.support import stack_env
+from tests.support import start_warm
 from tests.support import wait_until
 
 CYCLES = 20
-
-
-@pytest.fixture
-def lastfm():
-    server = FakeLastfm().start()
-    yield server
-    server.stop()
-
-
-def start_warm(env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
-        env=service_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def published(address: str) -> publisher.Snapshot | None:

@@ -22,14 +22,15 @@ import requests
 
 from app.core import cache
 from app.core.snapshot import Snapshot
-from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.warm import members
 from app.warm import publisher
 from tests.support.memcached import memcached_command
 from tests.support.processes import stop_process
+from tests.support.processes import timed  # noqa: F401 (for the tests)
 from tests.support.processes import wait_ready
 from tests.support.processes import wait_until
+from tests.support.tracks import make_track
 
 REPO = Path(__file__).resolve().parents[2]
 WARM_SCRIPT = REPO / "scripts" / "warm_listens.py"
@@ -42,7 +43,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class MemcachedProcess:
+class StartedInWith:
+    """`with Process() as server:` starts the process and stops it by its PID however the block ends."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class MemcachedProcess(StartedInWith):
     """A real memcached on a free loopback port, UDP off."""
 
     def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = ()) -> None:
@@ -119,7 +130,7 @@ class MemcachedProcess:
         self.start()
 
 
-class FakeLastfm:
+class FakeLastfm(StartedInWith):
     """The repository's fake Last.fm server as a subprocess; its log goes to log_path if given."""
 
     def __init__(self) -> None:
@@ -239,15 +250,37 @@ class Gunicorn:
             self.log.close()
 
 
-def run_warm(env: Mapping[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
-    """Run scripts/warm_listens.py once with env and return the finished process."""
+def run_service(
+    command: list[str], env: Mapping[str, str], *, cwd: Path = REPO, timeout_s: float = 120, umask: int | None = None
+) -> subprocess.CompletedProcess:
+    """Run command with env as the systemd units would (service_env), and return it finished, output captured."""
     return subprocess.run(
-        [sys.executable, str(WARM_SCRIPT)],
-        cwd=REPO,
+        command,
+        cwd=cwd,
         env=service_env(env),
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
+
+
+def run_warm(
+    env: Mapping[str, str], timeout_s: float = 120, *, prefix: tuple[str, ...] = (), umask: int | None = None
+) -> subprocess.CompletedProcess:
+    """Run scripts/warm_listens.py once with env (after prefix, e.g. a wrapper) and return the finished process."""
+    return run_service([*prefix, sys.executable, str(WARM_SCRIPT)], env, timeout_s=timeout_s, umask=umask)
+
+
+def start_warm(env: Mapping[str, str]) -> subprocess.Popen:
+    """Start scripts/warm_listens.py with env and return it running, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, str(WARM_SCRIPT)],
+        cwd=REPO,
+        env=service_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -281,7 +314,7 @@ def render_site(
     return "\n".join(lines) + "\n"
 
 
-class Nginx:
+class Nginx(StartedInWith):
     """Debian's nginx in the foreground with a deploy/nginx site, its own prefix, temp and cache dirs, on loopback."""
 
     def __init__(
@@ -366,18 +399,7 @@ class Nginx:
 def publish_aged(settings, prefix: str, *, age: timedelta, tracks: int = 1) -> Snapshot:
     """Publish a snapshot of tracks copies of one track whose newest fetch is age old, as the warm job would."""
     updated = datetime.now(UTC) - age
-    track = Track(
-        username="alice",
-        lastfm_username="alice",
-        artist="Low",
-        album="Things We Lost in the Fire",
-        track="Sunflower",
-        url="https://www.last.fm/music/Low/_/Sunflower",
-        image="",
-        played_at=updated,
-        now_playing=False,
-        fetched_at=updated,
-    )
+    track = make_track("alice", played_at=updated, fetched_at=updated)
     snapshot = Snapshot(generation=generation_from(updated), last_updated=updated, tracks=(track,) * tracks, stats={})
     client = cache.connect(settings.memcached_servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
     assert publisher.publish_snapshot(client, prefix, snapshot, expiry_s=3600) == publisher.PublishOutcome.PUBLISHED

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import responses
 
-from tests.conftest import FAKE_LASTFM_URL
+# Where the tests' settings point the Last.fm client; `responses` answers it, nothing listens there.
+FAKE_LASTFM_URL = "http://lastfm.test/2.0/"
 
 
 def recent_payload(
