@@ -214,7 +214,12 @@ class RawClient(pylibmc.Client):
             if match.group(1) not in self._hung:
                 # The detour client was built over the servers then left: rebuild it without this one.
                 self._detour_client = None
-            self._hung[match.group(1)] = time.monotonic() + _POOL_BEHAVIORS["dead_timeout"]
+            # Long enough to outlast the time-outs the other servers of the pool
+            # may cost meanwhile: with the warm job's 2 s time-outs, a window of
+            # dead_timeout alone would expire while the next hung server times
+            # out, and the key would bounce between two hung servers.
+            window_s = _POOL_BEHAVIORS["dead_timeout"] + self.attempt_s * (len(self.addresses) - 1)
+            self._hung[match.group(1)] = time.monotonic() + window_s
 
     def _call(self, operation, key, *args, **kwargs):
         for attempt in range(1, self._attempts + 1):

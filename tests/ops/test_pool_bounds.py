@@ -45,10 +45,13 @@ def make_snapshot(generation: int, now: datetime) -> Snapshot:
 
 
 def publish(servers: tuple[str, ...], generation: int, now: datetime) -> None:
-    # The warm job's client and timeouts. With the reader's 150 ms, a write
-    # whose key hashes to two hung servers in turn can meet the second while
-    # it is still "disabled until timed retry" and not yet out of the ring,
-    # and give up; the warm job's 2 s time-outs outlast that window.
+    # The warm job's client and timeouts, so this is also the warm job
+    # publishing while two servers of three hang. With the reader's 150 ms,
+    # libmemcached 1.0 can meet the key's second hung server while it is
+    # still "disabled until timed retry" and not yet out of the ring, and
+    # give up. With 1.1, RawClient routes around each hung server for longer
+    # than the other servers' 2 s time-outs take (_note_timeout), or the key
+    # would bounce between the two hung servers.
     client = cache.connect(servers, timeout_ms=cache.WRITER_TIMEOUT_MS)
     outcome = publisher.publish_snapshot(client, PREFIX, make_snapshot(generation, now), expiry_s=3600)
     assert outcome is publisher.PublishOutcome.PUBLISHED
