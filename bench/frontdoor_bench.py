@@ -16,7 +16,6 @@ stopped here.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -30,6 +29,8 @@ from pathlib import Path
 import requests
 
 from bench.web_bench import parse_wrk
+from bench.web_bench import wrk_missing
+from bench.web_bench import wrk_options
 from tests.support import NGINX_SITE
 from tests.support import SERVER_NAME
 from tests.support import FakeLastfm
@@ -88,14 +89,8 @@ def uncached_site(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed; run 'apt-get install wrk' (make bench does this)", file=sys.stderr)
+    args = wrk_options(__doc__.splitlines()[0], duration_s=5).parse_args(argv)
+    if wrk_missing():
         return 2
 
     folder = Path(tempfile.mkdtemp(prefix="listens-frontdoor-bench-"))

@@ -112,16 +112,29 @@ def run_wrk(url: str, duration_s: int, connections: int, threads: int) -> dict[s
     return parse_wrk(output)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def wrk_options(description: str, duration_s: int) -> argparse.ArgumentParser:
+    """Return a parser with the options of every wrk benchmark: rounds, seconds per run, connections, threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=duration_s, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def wrk_missing() -> bool:
+    """Say on stderr how to install wrk and return True when it is missing."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("error: wrk is not installed; run 'apt-get install wrk' (make bench does this)", file=sys.stderr)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = wrk_options(__doc__.splitlines()[0], duration_s=8)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed; run 'apt-get install wrk' (make bench does this)", file=sys.stderr)
+    if wrk_missing():
         return 2
 
     folder = Path(tempfile.mkdtemp(prefix="listens-bench-"))
