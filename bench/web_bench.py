@@ -35,6 +35,7 @@ from tests.support import free_port
 from tests.support import run_warm
 from tests.support import service_env
 from tests.support import wait_until
+from tests.support.processes import stop_process
 
 MEMBERS = 40
 APPS = {
@@ -71,7 +72,11 @@ class Server:
         self.process = subprocess.Popen(
             command, cwd=REPO, env=service_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: requests.get(self.url, timeout=2).status_code == 200, 30, f"{name} on {self.url}", 0.1)
+        try:
+            wait_until(lambda: requests.get(self.url, timeout=2).status_code == 200, 30, f"{name} on {self.url}", 0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def cpu_s(self) -> float:
         """Return the CPU time (user + system) the workers used so far: less noisy than req/s on a shared machine."""
@@ -86,8 +91,7 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        stop_process(self.process, 30)
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -167,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "headers.json").write_text(json.dumps(kept))
         env["BENCH_PAGE_FILE"] = str(folder / "page.html")
         env["BENCH_HEADERS_FILE"] = str(folder / "headers.json")
-        servers += [Server(name, env, args.workers) for name in ("constant", "constant-headers", "flask-caching")]
+        for name in ("constant", "constant-headers", "flask-caching"):
+            # One at a time, so the finally below stops those started when a later one fails.
+            servers.append(Server(name, env, args.workers))
 
         results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
         for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
