@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import socket
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -162,12 +163,9 @@ def test_memcached_restart_while_lastfm_down_republishes_last_known_tracks_as_st
 
 
 def last_tracks(stack) -> dict[str, object]:
-    connection = members.connect(Path(stack.env["LISTENS_DATABASE"]))
-    try:
+    with closing(members.connect(Path(stack.env["LISTENS_DATABASE"]))) as connection:
         known = {member.username: member.last_track for member in members.list_members(connection)}
         run = members.last_run(connection)
-    finally:
-        connection.close()
     return {"tracks": known, "last_run": dict(run) if run is not None else None}
 
 

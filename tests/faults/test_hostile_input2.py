@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -92,15 +93,12 @@ def stored_runs(database: Path) -> list[str]:
 
 def stored_tracks(database: Path) -> dict[str, str]:
     """Return member name -> the Last.fm account of the track the database holds for them."""
-    connection = members.connect(database)
-    try:
+    with closing(members.connect(database)) as connection:
         return {
             member.username: member.last_track.lastfm_username
             for member in members.list_members(connection)
             if member.last_track is not None
         }
-    finally:
-        connection.close()
 
 
 def published_tracks(stack) -> list[dict]:
@@ -228,11 +226,8 @@ def test_member_changed_during_run_wins_over_its_results(change, step, make_stac
     stack.lastfm.set_user("alice", mode="now_playing")
     run = stack.paused(change.__name__, pause_at=(step,))
     run.wait_reached(step)
-    connection = members.connect(database)
-    try:
+    with closing(members.connect(database)) as connection:
         change(connection)
-    finally:
-        connection.close()
     run.release(step)
     run.finish()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from pathlib import Path
 
 from app.warm import members
@@ -43,11 +44,8 @@ NEWCOMER = ("newcomer", {"mode": "http", "status": 503}, "failed", ATTEMPTS)
 
 
 def lastfm_statuses(stack) -> dict[str, str]:
-    connection = members.connect(Path(stack.env["LISTENS_DATABASE"]))
-    try:
+    with closing(members.connect(Path(stack.env["LISTENS_DATABASE"]))) as connection:
         return {member.username: member.lastfm_status for member in members.list_members(connection)}
-    finally:
-        connection.close()
 
 
 def test_warm_run_gives_each_misbehaving_member_documented_outcome_by_deadline(make_stack):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
@@ -30,11 +31,8 @@ def short_budget(settings):
 
 
 def schedule_of(settings) -> dict[str, object]:
-    connection = members.connect(settings.database)
-    try:
+    with closing(members.connect(settings.database)) as connection:
         return {member.username: member.next_poll_at for member in members.list_members(connection)}
-    finally:
-        connection.close()
 
 
 def test_run_polls_only_its_budget_and_defers_the_rest(short_budget, memcached, stub):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import closing
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -56,13 +57,10 @@ def test_every_users_command_works_on_postgresql(postgres_url):
     listing = cli(postgres_url, "users", "list")
     assert listing.returncode == 0, listing.stderr
     assert "alice" in listing.stdout and "rj2" in listing.stdout and "bob" not in listing.stdout
-    connection = members.connect(postgres_url)
-    try:
+    with closing(members.connect(postgres_url)) as connection:
         assert [(m.username, m.lastfm_username, m.public) for m in members.list_members(connection)] == [
             ("alice", "rj2", True)
         ]
-    finally:
-        connection.close()
 
 
 def _assert_no_password(*texts: str) -> None:
@@ -115,24 +113,18 @@ def _fill(connection) -> None:
 def filled_sqlite(tmp_path) -> Path:
     """Return a new SQLite members file with three members, one last known track and one run."""
     source = tmp_path / "source.sqlite3"
-    connection = members.connect(source)
-    try:
+    with closing(members.connect(source)) as connection:
         _fill(connection)
-    finally:
-        connection.close()
     return source
 
 
 def _contents(database) -> tuple:
-    connection = members.connect(database)
-    try:
+    with closing(members.connect(database)) as connection:
         listed = members.list_members(connection)
         run = members.last_run(connection)
         if run is None:
             return listed, None
         return listed, (run["generation"], run["finished_at"], run["exit_code"], run["summary"])
-    finally:
-        connection.close()
 
 
 def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgres_url, tmp_path):
@@ -152,12 +144,9 @@ def test_db_copy_moves_sqlite_into_postgresql_and_back_with_nothing_lost(postgre
     assert _contents(back) == expected
     # A member added after the copy gets a new id on either engine.
     for database in (postgres_url, back):
-        connection = members.connect(database)
-        try:
+        with closing(members.connect(database)) as connection:
             added = members.add_member(connection, "dave", "davefm", public=True, now=NOW)
             assert added.id == max(member.id for member in expected[0]) + 1
-        finally:
-            connection.close()
 
 
 def test_db_copy_into_a_database_with_members_exits_2_and_changes_nothing(postgres_url, tmp_path):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping
+from contextlib import closing
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -43,6 +44,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def debian_binary(name: str, folder: str) -> str:
+    """Return the path of Debian's program name (the package of the same name), found on PATH or in folder."""
+    binary = shutil.which(name) or f"{folder}/{name}"
+    if not Path(binary).exists():
+        raise RuntimeError(f"{name} is not installed: run 'apt-get install {name}' (make test does this)")
+    return binary
+
+
 class StartedInWith:
     """`with Process() as server:` starts the process and stops it by its PID however the block ends."""
 
@@ -57,10 +66,7 @@ class MemcachedProcess(StartedInWith):
     """A real memcached on a free loopback port, UDP off."""
 
     def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = ()) -> None:
-        binary = shutil.which("memcached") or "/usr/bin/memcached"
-        if not Path(binary).exists():
-            raise RuntimeError("memcached is not installed: run 'apt-get install memcached' (make test does this)")
-        self.binary = binary
+        self.binary = debian_binary("memcached", "/usr/bin")
         self.memory_mb = memory_mb
         self.extra_args = extra_args
         self.port = free_port()
@@ -180,12 +186,9 @@ class FakeLastfm(StartedInWith):
 
 def add_members(database: Path, names, *, private=(), now: datetime | None = None) -> None:
     """Add members whose site and Last.fm names are the same, public unless named in private."""
-    connection = members.connect(database)
-    try:
+    with closing(members.connect(database)) as connection:
         for name in names:
             members.add_member(connection, name, name, public=name not in private, now=now or datetime.now(UTC))
-    finally:
-        connection.close()
 
 
 def stack_env(memcached: str, lastfm_url: str, database: Path, **extra: str) -> dict[str, str]:
@@ -320,10 +323,7 @@ class Nginx(StartedInWith):
     def __init__(
         self, folder: Path, upstream: str, site: Path = NGINX_SITE, certificate: tuple[Path, Path] = ()
     ) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            raise RuntimeError("nginx is not installed: run 'apt-get install nginx' (make test does this)")
-        self.binary = binary
+        self.binary = debian_binary("nginx", "/usr/sbin")
         self.folder = folder
         self.port = free_port()
         self.tls_port = free_port() if certificate else 0

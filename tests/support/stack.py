@@ -249,17 +249,12 @@ class Stack:
         Afterwards a hung memcached is resumed with its keys; a stopped one
         starts again on the same port with every key lost.
         """
-        if hung:
-            self.cache.pause()
-        else:
-            self.cache.stop()
+        down, up = (self.cache.pause, self.cache.resume) if hung else (self.cache.stop, self.cache.start)
+        down()
         try:
             yield
         finally:
-            if hung:
-                self.cache.resume()
-            else:
-                self.cache.start()
+            up()
 
     # -- members and runs --
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import closing
 from datetime import UTC
 from datetime import datetime
 
@@ -57,11 +58,8 @@ def test_users_add_reports_a_private_member(runner):
 def test_users_add_stores_the_member(runner, settings):
     invoke(runner, "add", "bob", "--lastfm", "bobfm", "--private")
 
-    connection = members.connect(settings.database)
-    try:
+    with closing(members.connect(settings.database)) as connection:
         stored = members.list_members(connection)
-    finally:
-        connection.close()
     assert [(member.username, member.lastfm_username, member.public) for member in stored] == [("bob", "bobfm", False)]
 
 
@@ -77,13 +75,10 @@ def test_users_list_shows_each_member_on_one_line(populated):
 
 
 def test_users_list_shows_the_last_known_track(populated, settings):
-    connection = members.connect(settings.database)
-    try:
+    with closing(members.connect(settings.database)) as connection:
         alice = next(member for member in members.list_members(connection) if member.username == "alice")
         track = make_track(lastfm_username="rj", fetched_at=NOW)
         members.record_outcomes(connection, [members.FetchOutcome(alice.id, "ok", track)])
-    finally:
-        connection.close()
 
     assert users_list(populated).splitlines()[0] == "alice\trj\tpublic\tok\tBjörk - Jóga"
 

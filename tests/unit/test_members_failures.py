@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import UTC
 from datetime import datetime
 
@@ -37,48 +38,34 @@ def record_a_run(connection) -> None:
 
 
 def test_read_only_database_is_named_read_only(database):
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
-    try:
-        error = failure_of(lambda: record_a_run(connection))
-    finally:
-        connection.close()
-
-    kind, message = members.describe_failure(error, database)
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)) as connection:
+        kind, message = members.describe_failure(failure_of(lambda: record_a_run(connection)), database)
 
     assert kind == "readonly"
     assert "read-only" in message and "permissions" not in message and "\n" not in message
 
 
 def test_locked_database_is_named_busy_with_its_timeout(database):
-    holder = sqlite3.connect(database, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    connection = members.connect(database, busy_timeout_s=0.2)
-    try:
-        error = failure_of(lambda: record_a_run(connection))
-    finally:
-        connection.close()
-        holder.rollback()
-        holder.close()
-
-    kind, message = members.describe_failure(error, database, 0.2)
+    with (
+        closing(sqlite3.connect(database, isolation_level=None)) as holder,
+        closing(members.connect(database, busy_timeout_s=0.2)) as connection,
+    ):
+        holder.execute("BEGIN IMMEDIATE")
+        kind, message = members.describe_failure(failure_of(lambda: record_a_run(connection)), database, 0.2)
 
     assert kind == "busy"
     assert "locked" in message and "0.2 s" in message
 
 
 def test_full_database_is_named_full(database):
-    connection = members.connect(database)
-    page_count = connection.execute("PRAGMA page_count").fetchone()[0]
-    connection.execute(f"PRAGMA max_page_count = {page_count}")
-    try:
+    with closing(members.connect(database)) as connection:
+        page_count = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {page_count}")
         error = failure_of(
             lambda: connection.executescript(
                 "BEGIN; CREATE TABLE filler (x); INSERT INTO filler VALUES (zeroblob(100000)); COMMIT;"
             )
         )
-    finally:
-        connection.close()
-
     kind, message = members.describe_failure(error, database)
 
     assert kind == "full"
@@ -86,8 +73,7 @@ def test_full_database_is_named_full(database):
 
 
 def test_record_outcomes_skips_member_relinked_since_the_fetch(database):
-    connection = members.connect(database)
-    try:
+    with closing(members.connect(database)) as connection:
         track = members.list_members(connection)[0].last_track
         assert track is None
         members.set_lastfm_username(connection, "alice", "alice2")
@@ -96,8 +82,6 @@ def test_record_outcomes_skips_member_relinked_since_the_fetch(database):
         assert members.list_members(connection)[0].last_track is None
         members.record_outcomes(connection, [members.FetchOutcome(1, "ok", _track("alice", "ALICE2"), NOW, "ALICE2")])
         assert members.list_members(connection)[0].last_track is not None
-    finally:
-        connection.close()
 
 
 def _track(username: str, account: str) -> Track:
