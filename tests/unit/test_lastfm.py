@@ -100,6 +100,16 @@ def utc(uts: int) -> datetime:
 
 # -- the recorded responses ------------------------------------------------------
 
+# Two recordings (2016) show the same track, once now playing, once played.
+THE_LAST_SLED = {
+    "artist": "Tuomas Holopainen",
+    "track": "The Last Sled",
+    "album": "Music Inspired by the Life and Times of Scrooge",
+    "url": "https://www.last.fm/music/Tuomas+Holopainen/_/The+Last+Sled",
+    # The largest image, as far as snapshot.safe_image_url accepts its host (img2-ak.lst.fm).
+    "image": snapshot.safe_image_url("http://img2-ak.lst.fm/i/u/300x300/b3efb95e128e427cc25bbf9d97e9f57c.png"),
+}
+
 RECORDED_TRACKS = {
     "recent_multi_2014_trimmed": (
         "RJ",
@@ -138,31 +148,8 @@ RECORDED_TRACKS = {
             "now_playing": False,
         },
     ),
-    "nowplaying_limit1_two_tracks_2016": (
-        "drwahl",
-        {
-            "artist": "Tuomas Holopainen",
-            "track": "The Last Sled",
-            "album": "Music Inspired by the Life and Times of Scrooge",
-            "url": "https://www.last.fm/music/Tuomas+Holopainen/_/The+Last+Sled",
-            # The largest image, as far as snapshot.safe_image_url accepts its host (img2-ak.lst.fm).
-            "image": snapshot.safe_image_url("http://img2-ak.lst.fm/i/u/300x300/b3efb95e128e427cc25bbf9d97e9f57c.png"),
-            "played_at": None,
-            "now_playing": True,
-        },
-    ),
-    "recent_limit1_not_playing_2016": (
-        "drwahl",
-        {
-            "artist": "Tuomas Holopainen",
-            "track": "The Last Sled",
-            "album": "Music Inspired by the Life and Times of Scrooge",
-            "url": "https://www.last.fm/music/Tuomas+Holopainen/_/The+Last+Sled",
-            "image": snapshot.safe_image_url("http://img2-ak.lst.fm/i/u/300x300/b3efb95e128e427cc25bbf9d97e9f57c.png"),
-            "played_at": utc(1458169072),
-            "now_playing": False,
-        },
-    ),
+    "nowplaying_limit1_two_tracks_2016": ("drwahl", THE_LAST_SLED | {"played_at": None, "now_playing": True}),
+    "recent_limit1_not_playing_2016": ("drwahl", THE_LAST_SLED | {"played_at": utc(1458169072), "now_playing": False}),
     "nowplaying_empty_images_limit3_2018": (
         "anorakhighst",
         {
