@@ -168,11 +168,15 @@ def textfile(site) -> dict:
     return parse(site["textfile"].read_text())
 
 
-def assert_outcome(samples: dict, outcome: str, exit_code: int) -> None:
+def textfile_after(run, site, outcome: str, exit_code: int) -> dict:
+    """Check that run exited with exit_code and that the textfile names outcome alone; return its samples."""
+    assert run.returncode == exit_code, run.stderr
+    samples = textfile(site)
     assert {each: value(samples, "listens_warm_outcome", outcome=each) for each in OUTCOMES} == {
         each: 1.0 if each == outcome else 0.0 for each in OUTCOMES
     }
     assert value(samples, "listens_warm_exit_code") == exit_code
+    return samples
 
 
 def members(samples: dict) -> dict[str, float]:
@@ -186,9 +190,7 @@ def test_textfile_after_a_published_run(site):
     run = warm(site["env"], umask=0o077)
     ended = time.time()
 
-    assert run.returncode == 0, run.stderr
-    samples = textfile(site)
-    assert_outcome(samples, "published", 0)
+    samples = textfile_after(run, site, "published", 0)
     assert started <= value(samples, "listens_warm_last_run_timestamp_seconds") <= ended
     assert value(samples, "listens_warm_last_success_timestamp_seconds") == value(
         samples, "listens_warm_last_run_timestamp_seconds"
@@ -211,9 +213,7 @@ def test_textfile_after_a_failed_run_keeps_the_last_success(site):
 
     run = warm(site["env"])
 
-    assert run.returncode == 1, run.stderr
-    samples = textfile(site)
-    assert_outcome(samples, "failed", 1)
+    samples = textfile_after(run, site, "failed", 1)
     assert value(samples, "listens_warm_last_run_timestamp_seconds") > value(
         published, "listens_warm_last_run_timestamp_seconds"
     )
@@ -240,9 +240,7 @@ def test_textfile_after_a_restored_run(site):
 
     run = warm(site["env"])
 
-    assert run.returncode == 1, run.stderr
-    samples = textfile(site)
-    assert_outcome(samples, "restored", 1)
+    samples = textfile_after(run, site, "restored", 1)
     # The last known tracks are current again, under this run's generation; it still is no success.
     assert value(samples, "listens_warm_published_generation") == current_generation(site)
     assert current_generation(site) > value(published, "listens_warm_published_generation")
@@ -260,9 +258,7 @@ def test_textfile_after_a_locked_run(site):
     finally:
         lock.close()
 
-    assert run.returncode == 0, run.stderr
-    samples = textfile(site)
-    assert_outcome(samples, "locked", 0)
+    samples = textfile_after(run, site, "locked", 0)
     assert members(samples) == dict.fromkeys(MEMBER_RESULTS, 0)
     assert value(samples, "listens_warm_lastfm_calls") == 0
     assert value(samples, "listens_warm_last_success_timestamp_seconds") == 0
@@ -275,9 +271,7 @@ def test_textfile_after_a_config_run(site):
 
     run = warm(env)
 
-    assert run.returncode == 2, run.stderr
-    samples = textfile(site)
-    assert_outcome(samples, "config", 2)
+    samples = textfile_after(run, site, "config", 2)
     assert value(samples, "listens_warm_consecutive_failures") == 1
 
 
@@ -322,5 +316,4 @@ def test_a_garbled_previous_textfile_is_replaced(site):
 
     run = warm(site["env"])
 
-    assert run.returncode == 0, run.stderr
-    assert_outcome(textfile(site), "published", 0)
+    textfile_after(run, site, "published", 0)

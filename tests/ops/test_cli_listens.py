@@ -65,6 +65,12 @@ def status_fields(output: str) -> dict[str, str]:
     return fields
 
 
+def status(runner) -> tuple[int, dict[str, str]]:
+    """Run `listens listens status`; return its exit code and its fields."""
+    result = runner.invoke(args=["listens", "status"])
+    return result.exit_code, status_fields(result.stdout)
+
+
 def stored_bytes(address: str, key: str) -> int:
     return len(cache_get(address, key))
 
@@ -99,29 +105,27 @@ def test_warm_then_status_exits_0_and_reports_the_published_snapshot(
 def test_status_exits_0_when_empty(runner, memcached, settings):
     publish(settings, age=timedelta(minutes=1), tracks=0)
 
-    result = runner.invoke(args=["listens", "status"])
+    code, fields = status(runner)
 
-    assert result.exit_code == 0, result.output
-    assert status_fields(result.stdout)["state"] == "empty"
+    assert code == 0, fields
+    assert fields["state"] == "empty"
 
 
 def test_status_exits_1_when_stale(runner, memcached, settings):
     snapshot = publish(settings, age=timedelta(hours=2))
 
-    result = runner.invoke(args=["listens", "status"])
+    code, fields = status(runner)
 
-    assert result.exit_code == 1
-    fields = status_fields(result.stdout)
+    assert code == 1
     assert fields["state"] == "stale"
     assert fields["generation"] == str(snapshot.generation)
     assert 7190 <= int(fields["age"].split()[0]) <= 7260
 
 
 def test_status_exits_1_when_warming(runner, memcached, settings):
-    result = runner.invoke(args=["listens", "status"])
+    code, fields = status(runner)
 
-    assert result.exit_code == 1
-    fields = status_fields(result.stdout)
+    assert code == 1
     assert fields["state"].startswith("warming")
     assert fields["pointer"] == f"{pointer_key(PREFIX)} missing"
     assert fields["snapshot"] == "-" and fields["tracks"] == "-"
@@ -129,10 +133,9 @@ def test_status_exits_1_when_warming(runner, memcached, settings):
 
 def test_status_exits_1_when_memcached_refuses(runner, settings):
     # Without the memcached fixture, settings name 127.0.0.1:1, where nothing listens.
-    result = runner.invoke(args=["listens", "status"])
+    code, fields = status(runner)
 
-    assert result.exit_code == 1
-    fields = status_fields(result.stdout)
+    assert code == 1
     assert fields["state"].startswith("unavailable")
     assert fields["memcached"] == "127.0.0.1:1 UNREACHABLE"
     assert fields["pointer"].startswith(f"{pointer_key(PREFIX)} unknown")
@@ -204,10 +207,10 @@ def test_status_shows_last_run_summary_when_last_run_failed(runner, memcached, s
 def test_status_says_where_runs_are_recorded_when_no_database(runner, memcached, settings):
     publish(settings, age=timedelta(minutes=1))
 
-    result = runner.invoke(args=["listens", "status"])
+    code, fields = status(runner)
 
-    assert result.exit_code == 0, result.output
-    assert status_fields(result.stdout)["last run"].startswith("none recorded here (no database at")
+    assert code == 0, fields
+    assert fields["last run"].startswith("none recorded here (no database at")
     assert not settings.database.exists()
 
 

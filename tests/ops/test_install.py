@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -254,25 +255,25 @@ def workers_of(pid: int) -> list[int]:
     return children
 
 
-def serving_release(pid: int) -> set[str]:
-    """Return the release directories the arbiter's workers run in (gunicorn chdirs into app)."""
-    releases = set()
+def read_workers(pid: int, read) -> Iterator:
+    """Yield read(worker pid) for each worker of the arbiter pid, passing over one that is gone meanwhile."""
     for worker in workers_of(pid):
         try:
-            releases.add(Path(os.readlink(f"/proc/{worker}/cwd")).name)
+            found = read(worker)
         except OSError:
             continue
-    return releases
+        yield found
+
+
+def serving_release(pid: int) -> set[str]:
+    """Return the release directories the arbiter's workers run in (gunicorn chdirs into app)."""
+    return {Path(cwd).name for cwd in read_workers(pid, lambda worker: os.readlink(f"/proc/{worker}/cwd"))}
 
 
 def importing_from(pid: int) -> set[str]:
     """Return the releases whose venv the arbiter's workers loaded C extensions from (markupsafe's, via Flask)."""
     releases = set()
-    for worker in workers_of(pid):
-        try:
-            maps = Path(f"/proc/{worker}/maps").read_text()
-        except OSError:
-            continue
+    for maps in read_workers(pid, lambda worker: Path(f"/proc/{worker}/maps").read_text()):
         for line in maps.splitlines():
             path = line.split(maxsplit=5)[-1]
             if "/releases/" in path and "/venv/" in path and path.endswith(".so"):

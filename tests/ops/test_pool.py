@@ -140,9 +140,10 @@ def test_pool_spreads_keys_over_every_server(pool):
 LIBMEMCACHED_1_0 = pylibmc.libmemcached_version.startswith("1.0.")
 
 
-def raw_client(pool) -> pylibmc.Client:
-    """A plain pylibmc client with app.cache's pool behaviours, without RawClient's failover."""
-    return pylibmc.Client(list(servers_of(pool)), behaviors=cache.connect(servers_of(pool)).behaviors)
+def raw_client(pool) -> tuple[pylibmc.Client, MemcachedProcess]:
+    """Return a plain pylibmc client with app.cache's pool behaviours (no RawClient failover), and key:0's server."""
+    client = pylibmc.Client(list(servers_of(pool)), behaviors=cache.connect(servers_of(pool)).behaviors)
+    return client, keys_by_holder(pool, client)["key:0"]
 
 
 def raw_outcome(call) -> str:
@@ -161,10 +162,7 @@ def test_libmemcached_remove_failed_alone_sets_failure_limit_1_on_1_0_only():
 
 
 def test_libmemcached_ejects_a_stopped_server_after_two_failed_calls_on_1_0_three_on_1_1(pool):
-    client = raw_client(pool)
-    where = keys_by_holder(pool, client)
-    victim = where["key:0"]
-
+    client, victim = raw_client(pool)
     victim.stop()
     outcomes = []
     while len(outcomes) < 6 and (not outcomes or outcomes[-1] != "True"):
@@ -180,10 +178,7 @@ def test_libmemcached_ejects_a_stopped_server_after_two_failed_calls_on_1_0_thre
 
 
 def test_libmemcached_hung_server_read_is_a_miss_then_ejected_on_1_0_a_timeout_for_good_on_1_1(pool):
-    client = raw_client(pool)
-    where = keys_by_holder(pool, client)
-    victim = where["key:0"]
-
+    client, victim = raw_client(pool)
     victim.pause()
     try:
         outcomes = [raw_outcome(lambda: client.get("key:0")) for _attempt in range(4)]

@@ -72,6 +72,12 @@ def control(base_url: str, path: str, body: dict) -> dict:
     return response.json()
 
 
+def answered_in(base_url: str, mode: str, **options) -> requests.Response:
+    """Put alice's account in mode (with the control API's options) and return her recent-tracks answer."""
+    control(base_url, "users/alice", {"mode": mode, **options})
+    return recent(base_url, "alice")
+
+
 def recent(base_url: str, user: str | None, **params) -> requests.Response:
     query = {"method": "user.getrecenttracks", "limit": "1", "format": "json", **params}
     if user is not None:
@@ -123,8 +129,7 @@ def test_recent_tracks_answers_on_every_api_path(base_url, path):
 
 def test_recent_tracks_escapes_slashes_and_keeps_utf8_like_lastfm(base_url):
     track = {"artist": "Sigur Rós", "url": "https://x/y"}
-    control(base_url, "users/alice", {"mode": "track", "track": track})
-    body = recent(base_url, "alice").content
+    body = answered_in(base_url, "track", track=track).content
     assert b'"url":"https:\\/\\/x\\/y"' in body
     assert '"#text":"Sigur Rós"'.encode() in body
 
@@ -178,16 +183,14 @@ def test_quirk_user_starry_gets_the_placeholder_star(base_url):
     [(6, 404), (17, 403), (29, 200), (8, 200), (10, 403), (26, 403), (11, 200), (16, 200)],
 )
 def test_error_mode_answers_with_the_lastfm_code_and_status(base_url, code, status):
-    control(base_url, "users/alice", {"mode": "error", "code": code, "status": status, "message": "boom"})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "error", code=code, status=status, message="boom")
     assert response.status_code == status
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     assert response.json() == {"error": code, "message": "boom"}
 
 
 def test_error_mode_defaults_status_and_message_from_the_code(base_url):
-    control(base_url, "users/alice", {"mode": "error", "code": 29})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "error", code=29)
     assert response.status_code == 200 and response.json()["error"] == 29
     assert response.json()["message"].startswith("Rate Limit Exceeded")
 
@@ -205,29 +208,25 @@ def test_http_mode_with_times_reverts_to_normal_afterwards(base_url):
 
 def test_times_reverts_to_the_previous_mode(base_url):
     control(base_url, "users/alice", {"mode": "empty"})
-    control(base_url, "users/alice", {"mode": "http", "status": 502, "times": 1})
-    assert recent(base_url, "alice").status_code == 502
+    assert answered_in(base_url, "http", status=502, times=1).status_code == 502
     assert tracks_of(recent(base_url, "alice")) == []
 
 
 def test_http_mode_429_sends_retry_after(base_url):
-    control(base_url, "users/alice", {"mode": "http", "status": 429, "retry_after": 7})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "http", status=429, retry_after=7)
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "7"
 
 
 def test_html_mode_answers_200_with_a_page(base_url):
-    control(base_url, "users/alice", {"mode": "html"})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "html")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert response.text.lstrip().startswith("<")
 
 
 def test_truncated_mode_answers_json_that_does_not_parse(base_url):
-    control(base_url, "users/alice", {"mode": "truncated"})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "truncated")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     with pytest.raises(json.JSONDecodeError):
@@ -235,16 +234,14 @@ def test_truncated_mode_answers_json_that_does_not_parse(base_url):
 
 
 def test_huge_mode_streams_at_least_five_megabytes(base_url):
-    control(base_url, "users/alice", {"mode": "huge"})
-    response = recent(base_url, "alice")
+    response = answered_in(base_url, "huge")
     assert response.status_code == 200
     assert int(response.headers["Content-Length"]) == len(response.content) >= 5_000_000
     assert response.json()["recenttracks"]["@attr"]["user"] == "alice"
 
 
 def test_wrong_user_mode_names_another_user(base_url):
-    control(base_url, "users/alice", {"mode": "wrong_user"})
-    assert recent(base_url, "alice").json()["recenttracks"]["@attr"]["user"] != "alice"
+    assert answered_in(base_url, "wrong_user").json()["recenttracks"]["@attr"]["user"] != "alice"
 
 
 def test_track_mode_passes_strings_through_verbatim(base_url):
@@ -258,8 +255,7 @@ def test_track_mode_passes_strings_through_verbatim(base_url):
         "now_playing": False,
         "uts": 1_700_000_000,
     }
-    control(base_url, "users/alice", {"mode": "track", "track": track})
-    (item,) = tracks_of(recent(base_url, "alice"))
+    (item,) = tracks_of(answered_in(base_url, "track", track=track))
     assert item["artist"]["#text"] == item["album"]["#text"] == item["name"] == payload
     assert item["url"] == "javascript:alert(1)"
     assert {image["#text"] for image in item["image"]} == {payload}
@@ -273,15 +269,13 @@ def test_track_mode_now_playing_has_no_date(base_url):
 
 
 def test_now_playing_mode_returns_two_tracks_with_limit_1(base_url):
-    control(base_url, "users/alice", {"mode": "now_playing"})
-    playing, last = tracks_of(recent(base_url, "alice"))
+    playing, last = tracks_of(answered_in(base_url, "now_playing"))
     assert playing["@attr"] == {"nowplaying": "true"} and "date" not in playing
     assert "date" in last and "@attr" not in last
 
 
 def test_not_playing_mode_returns_one_dated_track(base_url):
-    control(base_url, "users/alice", {"mode": "not_playing"})
-    (last,) = tracks_of(recent(base_url, "alice"))
+    (last,) = tracks_of(answered_in(base_url, "not_playing"))
     assert "date" in last
 
 

@@ -244,32 +244,19 @@ def test_set_visibility_makes_member_public_or_private(connection, public):
     assert by_name(connection)["alice"].public is public
 
 
-def test_set_visibility_private_forgets_the_last_track(connection):
-    alice = add(connection, "alice")
-    remember(connection, alice)
-
-    module.set_visibility(connection, "alice", False)
-
-    assert by_name(connection)["alice"].last_track is None
-
-
-def test_set_visibility_public_again_does_not_bring_back_the_track(connection):
-    alice = add(connection, "alice")
-    remember(connection, alice)
-    module.set_visibility(connection, "alice", False)
-
-    module.set_visibility(connection, "alice", True)
-
-    assert by_name(connection)["alice"].last_track is None
-
-
-def test_set_visibility_public_keeps_the_last_track(connection):
+@pytest.mark.parametrize(
+    ("visibility", "kept"),
+    [((False,), False), ((False, True), False), ((True,), True)],
+    ids=["private-forgets-it", "public-again-does-not-bring-it-back", "public-keeps-it"],
+)
+def test_set_visibility_and_the_last_track(connection, visibility, kept):
     alice = add(connection, "alice")
     track = remember(connection, alice)
 
-    module.set_visibility(connection, "alice", True)
+    for public in visibility:
+        module.set_visibility(connection, "alice", public)
 
-    assert by_name(connection)["alice"].last_track == track
+    assert by_name(connection)["alice"].last_track == (track if kept else None)
 
 
 def test_set_visibility_raises_when_member_is_unknown(connection):
@@ -282,12 +269,15 @@ def test_set_visibility_raises_when_member_is_unknown(connection):
 # -- set_lastfm_username ----------------------------------------------------------------------
 
 
-def test_set_lastfm_username_links_the_new_account(connection):
-    add(connection, "alice", "old_name")
+@pytest.mark.parametrize(
+    ("old", "new"), [("old_name", "new_name"), ("rj", "RJ")], ids=["another-account", "own-name-in-another-case"]
+)
+def test_set_lastfm_username_links_the_new_name(connection, old, new):
+    add(connection, "alice", old)
 
-    module.set_lastfm_username(connection, "alice", "new_name")
+    module.set_lastfm_username(connection, "alice", new)
 
-    assert by_name(connection)["alice"].lastfm_username == "new_name"
+    assert by_name(connection)["alice"].lastfm_username == new
 
 
 def test_set_lastfm_username_forgets_the_old_accounts_track(connection):
@@ -298,14 +288,6 @@ def test_set_lastfm_username_forgets_the_old_accounts_track(connection):
 
     member = by_name(connection)["alice"]
     assert (member.last_track, member.lastfm_status) == (None, "unknown")
-
-
-def test_set_lastfm_username_accepts_the_members_own_name_in_another_case(connection):
-    add(connection, "alice", "rj")
-
-    module.set_lastfm_username(connection, "alice", "RJ")
-
-    assert by_name(connection)["alice"].lastfm_username == "RJ"
 
 
 @pytest.mark.parametrize("lastfm_username", ["rj", "RJ"])
