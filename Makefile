@@ -25,11 +25,12 @@ test-core: system-deps $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest tests/unit -q
 
-# Benchmarks, not tests: the web page against Flask baselines with wrk, then
+# Benchmarks, not tests: the web page against Flask baselines with wrk and in-process, then
 # warm runs for 100, 1,000 and 10,000 members. Prints tables; see README.
 bench: system-deps $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || scripts/install_system_deps.sh wrk
 	$(PY) -m bench.web_bench
+	$(PY) -m bench.inprocess_bench
 	$(PY) -m bench.frontdoor_bench
 	$(PY) -m bench.warm_bench --plot docs/warm-time.png --budget-cycles 3
 	$(PY) -m bench.schedule_bench

@@ -13,6 +13,7 @@ machine) and the ratios. Loopback only; every process started here is stopped he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +136,33 @@ def wrk_missing() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def published_site() -> Iterator[tuple[Path, dict[str, str]]]:
+    """Yield a temporary folder and the settings of a site with one snapshot of MEMBERS published.
+
+    memcached and the fake Last.fm run for the block; the real warm script
+    published the snapshot. Everything is stopped and removed afterwards.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="listens-bench-"))
+    try:
+        with MemcachedProcess() as cache, FakeLastfm() as lastfm:
+            env = {
+                "LISTENS_MEMCACHED": cache.address,
+                "LISTENS_LASTFM_URL": lastfm.url,
+                "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
+                "LISTENS_RATE": "0",
+                # The production default (service_env turns it off for tests).
+                "LISTENS_POINTER_RECHECK_SECONDS": "0.5",
+            }
+            add_members(folder / "listens.sqlite3", [f"member{index}" for index in range(MEMBERS)])
+            warm = run_warm(env)
+            if warm.returncode != 0:
+                raise RuntimeError(f"the warm run failed: {warm.stderr.strip()}")
+            yield folder, env
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = wrk_options(__doc__.splitlines()[0], duration_s=8)
     parser.add_argument("--workers", type=int, default=2)
@@ -141,76 +170,58 @@ def main(argv: list[str] | None = None) -> int:
     if wrk_missing():
         return 2
 
-    folder = Path(tempfile.mkdtemp(prefix="listens-bench-"))
-    cache = MemcachedProcess().start()
-    lastfm = FakeLastfm().start()
     servers: list[Server] = []
-    try:
-        env = {
-            "LISTENS_MEMCACHED": cache.address,
-            "LISTENS_LASTFM_URL": lastfm.url,
-            "LISTENS_DATABASE": str(folder / "listens.sqlite3"),
-            "LISTENS_RATE": "0",
-            # The production default (service_env turns it off for tests).
-            "LISTENS_POINTER_RECHECK_SECONDS": "0.5",
-        }
-        add_members(folder / "listens.sqlite3", [f"member{index}" for index in range(MEMBERS)])
-        warm = run_warm(env)
-        if warm.returncode != 0:
-            print(warm.stderr, file=sys.stderr)
-            return 1
-        servers.append(Server("listens", env, args.workers))
-        response = requests.get(servers[0].url, timeout=5)
-        page = response.content
-        (folder / "page.html").write_bytes(page)
-        kept = [
-            (name, value)
-            for name, value in response.headers.items()
-            if name.lower() not in ("content-length", "date", "server", "connection")
-        ]
-        (folder / "headers.json").write_text(json.dumps(kept))
-        env["BENCH_PAGE_FILE"] = str(folder / "page.html")
-        env["BENCH_HEADERS_FILE"] = str(folder / "headers.json")
-        for name in ("constant", "constant-headers", "flask-caching"):
-            # One at a time, so the finally below stops those started when a later one fails.
-            servers.append(Server(name, env, args.workers))
+    with published_site() as (folder, env):
+        try:
+            servers.append(Server("listens", env, args.workers))
+            response = requests.get(servers[0].url, timeout=5)
+            page = response.content
+            (folder / "page.html").write_bytes(page)
+            kept = [
+                (name, value)
+                for name, value in response.headers.items()
+                if name.lower() not in ("content-length", "date", "server", "connection")
+            ]
+            (folder / "headers.json").write_text(json.dumps(kept))
+            env["BENCH_PAGE_FILE"] = str(folder / "page.html")
+            env["BENCH_HEADERS_FILE"] = str(folder / "headers.json")
+            for name in ("constant", "constant-headers", "flask-caching"):
+                # One at a time, so the finally below stops those started when a later one fails.
+                servers.append(Server(name, env, args.workers))
 
-        results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
-        for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
-            run_wrk(server.url, 1, args.connections, args.threads)
-        for round_index in range(args.rounds):
-            order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
-            for server in order:
-                cpu_before = server.cpu_s()
-                run = run_wrk(server.url, args.duration, args.connections, args.threads)
-                run["cpu_us"] = (server.cpu_s() - cpu_before) * 1e6 / run["requests"]
-                results[server.name].append(run)
+            results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
+            for server in servers:  # warm-up: connections, memos, the Flask-Caching entry
+                run_wrk(server.url, 1, args.connections, args.threads)
+            for round_index in range(args.rounds):
+                order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
+                for server in order:
+                    cpu_before = server.cpu_s()
+                    run = run_wrk(server.url, args.duration, args.connections, args.threads)
+                    run["cpu_us"] = (server.cpu_s() - cpu_before) * 1e6 / run["requests"]
+                    results[server.name].append(run)
 
-        summary = {
-            name: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99", "cpu_us")}
-            | {"non2xx": sum(run["non2xx"] for run in runs)}
-            for name, runs in results.items()
-        }
-        constant, caching, same_headers = summary["constant"], summary["flask-caching"], summary["constant-headers"]
-        print(
-            f"web benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
-            f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)"
-        )
-        print(
-            f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}{'CPU us/req':>12}{'CPU vs constant':>17}"
-        )
-        for name, row in summary.items():
+            summary = {
+                name: {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99", "cpu_us")}
+                | {"non2xx": sum(run["non2xx"] for run in runs)}
+                for name, runs in results.items()
+            }
+            constant, caching, same_headers = summary["constant"], summary["flask-caching"], summary["constant-headers"]
             print(
-                f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
-                f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
-                f"{row['rps'] / same_headers['rps']:>20.2f}x{row['cpu_us']:>12.0f}{constant['cpu_us'] / row['cpu_us']:>16.2f}x"
+                f"web benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, page {len(page)} bytes, "
+                f"{args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds} rounds (medians)"
             )
-    finally:
-        for server in servers:
-            server.stop()
-        lastfm.stop()
-        cache.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            print(
+                f"{'app':<17}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs constant':>13}{'vs flask-caching':>18}{'p99 vs constant':>17}{'vs constant-headers':>21}{'CPU us/req':>12}{'CPU vs constant':>17}"
+            )
+            for name, row in summary.items():
+                print(
+                    f"{name:<17}{row['rps']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['non2xx']:>9.0f}"
+                    f"{row['rps'] / constant['rps']:>12.2f}x{row['rps'] / caching['rps']:>17.2f}x{row['p99'] / constant['p99']:>16.2f}x"
+                    f"{row['rps'] / same_headers['rps']:>20.2f}x{row['cpu_us']:>12.0f}{constant['cpu_us'] / row['cpu_us']:>16.2f}x"
+                )
+        finally:
+            for server in servers:
+                server.stop()
     return 0
 
 
