@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC
 from datetime import datetime
 
 from flask import Flask
 
 from app.core.settings import Settings
 from app.core.settings import load_settings
+from app.core.snapshot import utc_now
 from app.web.reader import SnapshotReader
 
 
@@ -28,10 +28,6 @@ class Listens:
     # "Now" for the views (states, relative times): real time, unless a test
     # passes a fixed clock.
     clock: Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> Flask:

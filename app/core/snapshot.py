@@ -123,6 +123,11 @@ def generation_from(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
+def utc_now() -> datetime:
+    """Return the wall-clock time, aware, in UTC: "now" wherever no test passes a fixed clock."""
+    return datetime.now(UTC)
+
+
 def format_time(moment: datetime) -> str:
     """Format an aware datetime as ISO 8601 UTC with a Z, to the second."""
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

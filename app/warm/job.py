@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
-from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from enum import StrEnum
@@ -39,6 +38,7 @@ from app.core.snapshot import Snapshot
 from app.core.snapshot import Track
 from app.core.snapshot import generation_from
 from app.core.snapshot import sort_tracks
+from app.core.snapshot import utc_now
 from app.warm import members
 from app.warm import metrics as warm_metrics
 from app.warm import publisher
@@ -162,10 +162,6 @@ NO_SCROBBLES = NoScrobbles()
 
 # What a member's fetch returned: a Track, NO_SCROBBLES, or the LastfmError raised.
 FetchResult = Track | NoScrobbles | LastfmError
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LocalLock:
@@ -354,8 +350,8 @@ def run(
     now fixes the run's start (and every fetch time) for tests; checkpoint is
     called after each step ("fetched", then the publisher's steps).
     """
-    started = now if now is not None else _utc_now()
-    wallclock = (lambda: now) if now is not None else _utc_now
+    started = now if now is not None else utc_now()
+    wallclock = (lambda: now) if now is not None else utc_now
     result = RunResult(Outcome.FAILED, Outcome.FAILED.exit_code, generation_from(started))
     token = current_generation.set(str(result.generation))
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterator
-from datetime import UTC
 from datetime import datetime
 
 from flask import Flask
@@ -25,17 +24,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from app.core.snapshot import State
+from app.core.snapshot import utc_now
 from app.web.reader import SnapshotReader
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ReaderCollector:
     """Collect the listens_* gauges from one read of the snapshot reader."""
 
-    def __init__(self, reader: SnapshotReader, now: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, reader: SnapshotReader, now: Callable[[], datetime] = utc_now) -> None:
         self._reader = reader
         self._now = now
 

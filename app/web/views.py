@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -114,24 +115,31 @@ def _memoised(name: str, key: tuple, render) -> Rendered:
     return rendered
 
 
-@bp.get("/")
-def home() -> Response:
+def _page_view(name: str, to_html: Callable[[dict], str]) -> Response:
+    """Serve HTML from the home template, memoised in slot name; to_html renders it from the template's values."""
     reading, now, items = _read()
     snapshot = reading.snapshot
     # Relative times ("3 min ago") move on once a minute; nothing else on the
     # page changes while the generation and the state stay the same.
-    minute = int(now.timestamp() // 60)
+    key = (reading.generation, reading.state, reading.reachable, int(now.timestamp() // 60))
 
     def render() -> Rendered:
         tracks = snapshot.tracks[:items] if snapshot is not None else ()
-        html = render_template(
-            "home.html", reading=reading, tracks=tracks, now=now, State=State, refresh_s=_refresh_s()
-        )
+        values = {"reading": reading, "tracks": tracks, "now": now, "State": State, "refresh_s": _refresh_s()}
         last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
+        html = to_html(values).encode("utf-8")
+        return Rendered(key, html, "text/html; charset=utf-8", last_modified, cache_control(reading))
 
-    key = (reading.generation, reading.state, reading.reachable, minute)
-    return _memoised("home", key, render).respond()
+    return _memoised(name, key, render).respond()
+
+
+@bp.get("/")
+def home() -> Response:
+    return _page_view("home", _whole_page)
+
+
+def _whole_page(values: dict) -> str:
+    return render_template("home.html", **values)
 
 
 @bp.get("/api/internal/user-listens")
@@ -190,20 +198,12 @@ def listens_fragment() -> Response:
     It is the home template's main block, so it has the page's markup and
     escaping exactly (docs/page.md, Live refresh); memoised like the page.
     """
-    reading, now, items = _read()
-    snapshot = reading.snapshot
-    minute = int(now.timestamp() // 60)
+    return _page_view("fragment", _main_block)
 
-    def render() -> Rendered:
-        tracks = snapshot.tracks[:items] if snapshot is not None else ()
-        template = current_app.jinja_env.get_template("home.html")
-        values = {"reading": reading, "tracks": tracks, "now": now, "State": State, "refresh_s": _refresh_s()}
-        html = "".join(template.blocks["main"](template.new_context(values))).strip()
-        last_modified = snapshot.last_updated if snapshot is not None else None
-        return Rendered(key, html.encode("utf-8"), "text/html; charset=utf-8", last_modified, cache_control(reading))
 
-    key = (reading.generation, reading.state, reading.reachable, minute)
-    return _memoised("fragment", key, render).respond()
+def _main_block(values: dict) -> str:
+    template = current_app.jinja_env.get_template("home.html")
+    return "".join(template.blocks["main"](template.new_context(values))).strip()
 
 
 def static_versions(folder: str | Path) -> dict[str, str]:
