@@ -219,11 +219,14 @@ def _describe_last_run(database) -> str:
     if hasattr(database, "exists") and not database.exists():
         return f"none recorded here (no database at {str(database)!r}; runs are recorded on the warm host)"
     try:
-        connection = members.connect(database)
+        # Read-only: a report creates no tables and migrates nothing.
+        connection = members.connect(database, read_only=True)
     except members.DatabaseError as error:
         return f"unknown ({error})"
     try:
         run = members.last_run(connection)
+    except members.ERRORS as error:
+        return f"unknown ({members.describe_failure(error, database)[1]})"
     finally:
         connection.close()
     return f"{run['finished_at']} {run['summary']}" if run is not None else "none recorded"

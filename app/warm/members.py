@@ -175,21 +175,27 @@ def is_postgres(database: object) -> bool:
     return is_url(database)
 
 
-def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, read_only: bool = False) -> sqlite3.Connection:
     """Open (and create, with its folder) the members database at path, or at a postgresql:// URL.
 
     busy_timeout_s is how long each statement waits for another
-    connection's write lock before raising "database is locked".
+    connection's write lock before raising "database is locked". read_only
+    opens an existing database as it is, for reports: nothing is created or
+    migrated, and every write through the connection fails.
     """
     if is_postgres(path):
         from app.warm import members_pg
 
-        return members_pg.connect(str(path), busy_timeout_s)
+        return members_pg.connect(str(path), busy_timeout_s, read_only=read_only)
     path = Path(path)
     connection = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        if read_only:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             connection.close()
@@ -199,11 +205,12 @@ def connect(path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqli
                 kind="newer",
             )
         connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.executescript(SCHEMA)
-        _migrate(connection)
-        if version < SCHEMA_VERSION:
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if not read_only:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(SCHEMA)
+            _migrate(connection)
+            if version < SCHEMA_VERSION:
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OSError, sqlite3.Error) as error:
         if connection is not None:
             connection.close()
@@ -466,7 +473,20 @@ def record_run(
 
 
 def last_run(connection: sqlite3.Connection) -> sqlite3.Row | None:
+    """Return the newest recorded run; None when there is none, or no runs table (a database opened read-only)."""
+    if not _has_table(connection, "runs"):
+        return None
     return connection.execute("SELECT * FROM runs ORDER BY generation DESC LIMIT 1").fetchone()
+
+
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    if getattr(connection, "dialect", "sqlite") == "postgresql":
+        row = connection.execute("SELECT to_regclass(?) IS NOT NULL AS present", (name,)).fetchone()
+    else:
+        row = connection.execute(
+            "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+    return bool(row["present"])
 
 
 def last_published_generation(connection: sqlite3.Connection) -> int | None:

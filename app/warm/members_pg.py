@@ -161,11 +161,13 @@ class Connection:
         self.raw.close()
 
 
-def connect(url: str, busy_timeout_s: float):
+def connect(url: str, busy_timeout_s: float, *, read_only: bool = False):
     """Open the members database at url, creating or checking its schema.
 
     Raise app.members.DatabaseError (kind "newer" for a schema this code does
     not know, never written; "unavailable" when the server cannot be reached).
+    read_only: create nothing, and every transaction is read-only, so any
+    write fails.
     """
     from app.warm.members import DatabaseError
 
@@ -184,7 +186,11 @@ def connect(url: str, busy_timeout_s: float):
         raw.execute(f"SET statement_timeout = {timeout_ms * 4}")
         raw.execute("SET TIME ZONE 'UTC'")
         connection = Connection(raw, url)
-        _create_schema(connection)
+        if read_only:
+            raw.execute("SET default_transaction_read_only = on")
+            _refuse_newer(connection, _stored_version(connection))
+        else:
+            _create_schema(connection)
     except psycopg.Error as error:
         if raw is not None:
             raw.close()
@@ -204,26 +210,27 @@ def _stored_version(connection: Connection) -> int:
     return row["version"] or 0
 
 
-def _create_schema(connection: Connection) -> None:
+def _refuse_newer(connection: Connection, version: int) -> None:
     from app.warm.members import DatabaseError
 
-    def refuse_newer(version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise DatabaseError(
-                f"the members database {redact(connection.url)} has schema version {version}, newer than this"
-                f" release's {SCHEMA_VERSION}; upgrade listens on this host (nothing was written)",
-                kind="newer",
-            )
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"the members database {redact(connection.url)} has schema version {version}, newer than this"
+            f" release's {SCHEMA_VERSION}; upgrade listens on this host (nothing was written)",
+            kind="newer",
+        )
 
+
+def _create_schema(connection: Connection) -> None:
     version = _stored_version(connection)
-    refuse_newer(version)
+    _refuse_newer(connection, version)
     if version == SCHEMA_VERSION:
         return
     with connection:
         connection.execute("BEGIN")
         connection.raw.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         version = _stored_version(connection)
-        refuse_newer(version)
+        _refuse_newer(connection, version)
         if version < SCHEMA_VERSION:
             for statement in SCHEMA:
                 connection.raw.execute(statement)

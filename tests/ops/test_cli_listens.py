@@ -214,6 +214,19 @@ def test_status_says_where_runs_are_recorded_when_no_database(runner, memcached,
     assert not settings.database.exists()
 
 
+def test_status_creates_nothing_in_an_empty_members_database(runner, memcached, settings):
+    # A report, not a writer: even an empty file is left as it is for the warm job to set up.
+    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    settings.database.touch()
+    publish(settings, age=timedelta(minutes=1))
+
+    code, fields = status(runner)
+
+    assert code == 0, fields
+    assert fields["last run"] == "none recorded"
+    assert settings.database.stat().st_size == 0
+
+
 def test_warm_exits_2_without_api_key_for_the_real_lastfm(settings):
     real = dataclasses.replace(settings, lastfm_api_key=None, lastfm_url="https://ws.audioscrobbler.com/2.0/")
     app = create_app(real)

@@ -63,6 +63,15 @@ def test_every_users_command_works_on_postgresql(postgres_url):
         ]
 
 
+def test_status_reads_a_new_postgresql_database_without_creating_a_table(postgres_url):
+    status = cli(postgres_url, "listens", "status", LISTENS_MEMCACHED="127.0.0.1:1")
+
+    assert status.returncode == 1  # memcached unreachable: unavailable
+    assert "last run:     none recorded\n" in status.stdout
+    with psycopg.connect(postgres_url) as raw:
+        assert raw.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
 def _assert_no_password(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text

@@ -7,6 +7,8 @@ engine; the tests below add what sharing one database across hosts needs.
 from __future__ import annotations
 
 import inspect
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 
 import psycopg
@@ -89,10 +91,11 @@ def test_a_newer_schema_is_refused_and_never_written(request, tmp_path):
     raw.execute(f"PRAGMA user_version = {module.SCHEMA_VERSION + 1}")
     raw.close()
     before = path.read_bytes()
-    with pytest.raises(module.DatabaseError, match="newer than this release") as caught:
-        module.connect(path)
-    assert caught.value.kind == "newer"
-    assert "\n" not in str(caught.value)
+    for read_only in (False, True):
+        with pytest.raises(module.DatabaseError, match="newer than this release") as caught:
+            module.connect(path, read_only=read_only)
+        assert caught.value.kind == "newer"
+        assert "\n" not in str(caught.value)
     assert path.read_bytes() == before
 
 
@@ -101,10 +104,11 @@ def test_a_newer_postgresql_schema_is_refused_and_never_written(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as raw:
         raw.execute("DROP TABLE runs")
         raw.execute("UPDATE schema_version SET version = version + 1")
-    with pytest.raises(module.DatabaseError, match="newer than this release") as caught:
-        module.connect(postgres_url)
-    assert caught.value.kind == "newer"
-    assert "s3cret" not in str(caught.value)
+    for read_only in (False, True):
+        with pytest.raises(module.DatabaseError, match="newer than this release") as caught:
+            module.connect(postgres_url, read_only=read_only)
+        assert caught.value.kind == "newer"
+        assert "s3cret" not in str(caught.value)
     with psycopg.connect(postgres_url) as raw:
         # Not re-created: the refused connection wrote nothing.
         assert raw.execute("SELECT to_regclass('runs')").fetchone()[0] is None
@@ -138,3 +142,54 @@ def test_queries_with_a_literal_percent_sign_run_on_both_engines(connection):
         ).fetchone()[0]
         == 1
     )
+
+
+# -- read-only, for reports (listens status) ------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """A database without the listens tables: an empty SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        path = tmp_path / "members.sqlite3"
+        path.touch()
+        return path
+    return request.getfixturevalue("postgres_url")
+
+
+def tables_in(database) -> set[str]:
+    if module.is_postgres(database):
+        with psycopg.connect(database) as raw:
+            return {row[0] for row in raw.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as raw:
+        return {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_read_only_creates_no_table_and_finds_no_run(empty_database):
+    with closing(module.connect(empty_database, read_only=True)) as connection:
+        assert module.last_run(connection) is None
+
+    assert tables_in(empty_database) == set()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Where a members database goes: a SQLite path not created yet, or a new PostgreSQL database."""
+    return tmp_path / "members.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_read_only_reads_what_is_there_and_refuses_every_write(database):
+    with closing(module.connect(database)) as connection:
+        add(connection, "alice")
+        module.record_run(connection, 5, NOW, 0, "warm outcome=published")
+
+    with closing(module.connect(database, read_only=True)) as connection:
+        assert module.last_run(connection)["generation"] == 5
+        with pytest.raises(module.ERRORS):
+            add(connection, "bob")
+        with pytest.raises(module.ERRORS):
+            module.record_run(connection, 6, NOW, 0, "warm outcome=published")
+
+    with closing(module.connect(database)) as connection:
+        assert list(by_name(connection)) == ["alice"]
+        assert module.last_run(connection)["generation"] == 5

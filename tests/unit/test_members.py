@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+from contextlib import closing
 from datetime import UTC
 from datetime import datetime
 
@@ -78,6 +80,45 @@ def test_connect_reopens_an_existing_database(tmp_path):
         assert [member.username for member in module.list_members(second)] == ["alice"]
     finally:
         second.close()
+
+
+def older_release_database(path) -> None:
+    """Write a members database as a release before the poll schedule left it: no next_poll_at, user_version 0."""
+    schema = module.SCHEMA.replace("created_at TEXT NOT NULL,\n    next_poll_at TEXT\n", "created_at TEXT NOT NULL\n")
+    assert schema != module.SCHEMA
+    with closing(sqlite3.connect(path)) as raw:
+        raw.executescript(schema)
+        raw.execute("INSERT INTO members (username, lastfm_username, created_at) VALUES ('alice', 'rj', '2026-01-02')")
+        raw.commit()
+
+
+def member_columns(path) -> set[str]:
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as raw:
+        return {row[1] for row in raw.execute("PRAGMA table_info(members)")}
+
+
+def test_connect_brings_an_older_release_database_up_to_date(tmp_path):
+    path = tmp_path / "members.sqlite3"
+    older_release_database(path)
+
+    with closing(module.connect(path)) as connection:
+        assert [(m.username, m.next_poll_at) for m in module.list_members(connection)] == [("alice", None)]
+
+    assert "next_poll_at" in member_columns(path)
+
+
+def test_connect_read_only_migrates_nothing_and_writes_nothing(tmp_path):
+    path = tmp_path / "members.sqlite3"
+    older_release_database(path)
+    before = path.read_bytes()
+
+    with closing(module.connect(path, read_only=True)) as connection:
+        assert module.last_run(connection) is None
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            add(connection, "bob")
+
+    assert "next_poll_at" not in member_columns(path)
+    assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize(
