@@ -479,14 +479,16 @@ def last_run(connection: sqlite3.Connection) -> sqlite3.Row | None:
     return connection.execute("SELECT * FROM runs ORDER BY generation DESC LIMIT 1").fetchone()
 
 
+# Whether a table exists, per engine, like _UPSERT_TRACK.
+_TABLE_EXISTS = {
+    "sqlite": "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = ?",
+    "postgresql": "SELECT to_regclass(?) IS NOT NULL AS present",
+}
+
+
 def _has_table(connection: sqlite3.Connection, name: str) -> bool:
-    if getattr(connection, "dialect", "sqlite") == "postgresql":
-        row = connection.execute("SELECT to_regclass(?) IS NOT NULL AS present", (name,)).fetchone()
-    else:
-        row = connection.execute(
-            "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-    return bool(row["present"])
+    sql = _TABLE_EXISTS[getattr(connection, "dialect", "sqlite")]
+    return bool(connection.execute(sql, (name,)).fetchone()["present"])
 
 
 def last_published_generation(connection: sqlite3.Connection) -> int | None:

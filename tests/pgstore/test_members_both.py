@@ -30,14 +30,15 @@ for _name, _test in vars(_base).items():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def connection(request, tmp_path):
-    if request.param == "sqlite":
-        database = tmp_path / "members.sqlite3"
-    else:
-        database = request.getfixturevalue("postgres_url")
-    connection = module.connect(database)
-    yield connection
-    connection.close()
+def database(request, tmp_path):
+    """Where a members database goes: a SQLite path not created yet, or a new PostgreSQL database."""
+    return tmp_path / "members.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def connection(database):
+    with closing(module.connect(database)) as connection:
+        yield connection
 
 
 def test_the_engine_rejects_a_duplicate_name_in_another_case_even_past_the_code(connection):
@@ -147,14 +148,12 @@ def test_queries_with_a_literal_percent_sign_run_on_both_engines(connection):
 # -- read-only, for reports (listens status) ------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path):
+@pytest.fixture
+def empty_database(database):
     """A database without the listens tables: an empty SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        path = tmp_path / "members.sqlite3"
-        path.touch()
-        return path
-    return request.getfixturevalue("postgres_url")
+    if not module.is_postgres(database):
+        database.touch()
+    return database
 
 
 def tables_in(database) -> set[str]:
@@ -170,12 +169,6 @@ def test_read_only_creates_no_table_and_finds_no_run(empty_database):
         assert module.last_run(connection) is None
 
     assert tables_in(empty_database) == set()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    """Where a members database goes: a SQLite path not created yet, or a new PostgreSQL database."""
-    return tmp_path / "members.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def test_read_only_reads_what_is_there_and_refuses_every_write(database):
